@@ -1,0 +1,100 @@
+"""The one hierarchy of errors that opendistro raises.
+
+Everything that can go wrong because of what a peer, a tracker, a mirror, a file
+or a user handed us surfaces as a subclass of :class:`OpenDistroError`, so a
+caller can catch exactly one type at the boundary and never sees a ``KeyError``
+or ``struct.error`` from deep inside a parser. As in h11, protocol errors say
+*who* broke the rules: :class:`RemoteProtocolError` when the other side sent
+something illegal, :class:`LocalProtocolError` when our own code asked for
+something illegal (a bug, or misuse of the API).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BencodeError",
+    "ConfigError",
+    "DeltaError",
+    "DownloadError",
+    "EncryptionError",
+    "IntegrityError",
+    "LocalProtocolError",
+    "MagnetError",
+    "MetainfoError",
+    "MirrorError",
+    "OpenDistroError",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "SignatureError",
+    "StorageError",
+    "TrackerError",
+    "UnsafePathError",
+]
+
+
+class OpenDistroError(Exception):
+    """Base class of every error opendistro raises on purpose."""
+
+
+class BencodeError(OpenDistroError, ValueError):
+    """Bytes that are not strict, well-formed bencoding, or exceed a limit."""
+
+
+class ProtocolError(OpenDistroError):
+    """A peer-wire or extension protocol rule was broken."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We were asked to send or do something the protocol forbids."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The remote side sent something the protocol forbids or we cannot parse."""
+
+
+class EncryptionError(RemoteProtocolError):
+    """The Message Stream Encryption (MSE/PE) handshake failed or was refused."""
+
+
+class MetainfoError(OpenDistroError, ValueError):
+    """A .torrent file or info dictionary is malformed or inconsistent."""
+
+
+class MagnetError(MetainfoError):
+    """A magnet URI is malformed or names no usable info-hash."""
+
+
+class StorageError(OpenDistroError):
+    """Reading or writing release data on disk failed."""
+
+
+class UnsafePathError(StorageError, MetainfoError):
+    """A file name would escape the download directory or is not allowed."""
+
+
+class IntegrityError(OpenDistroError):
+    """Data did not match the hash that the release promises."""
+
+
+class SignatureError(IntegrityError):
+    """A release signature is missing, invalid, untrusted or rolled back."""
+
+
+class TrackerError(OpenDistroError):
+    """A tracker refused us, answered garbage, or could not be reached."""
+
+
+class MirrorError(OpenDistroError):
+    """An HTTP mirror or web seed failed."""
+
+
+class DeltaError(OpenDistroError):
+    """A delta index or update plan is malformed or cannot be applied."""
+
+
+class DownloadError(OpenDistroError):
+    """A download could not be completed from any source."""
+
+
+class ConfigError(OpenDistroError, ValueError):
+    """A setting or command-line argument is out of range or contradictory."""
