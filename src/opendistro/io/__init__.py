@@ -1,0 +1,1 @@
+"""Trio drivers: the only part of opendistro that touches sockets, files and clocks."""

@@ -1,0 +1,308 @@
+"""The embeddable client: one listening socket, many torrents, many peers.
+
+Usage::
+
+    async with opendistro.Client(host="127.0.0.1") as client:
+        torrent = await client.add_torrent(metainfo, download_dir)
+        await torrent.complete.wait()
+
+Leaving the ``async with`` block cancels every peer task, tells the trackers we
+left, and closes files; cancelling the surrounding scope does the same.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import TracebackType
+
+import trio
+
+from .. import __version__
+from ..errors import ConfigError, EncryptionError, OpenDistroError
+from ..magnet import MagnetLink
+from ..metainfo import Metainfo
+from ..wire.connection import PeerConnection
+from ..wire.messages import Handshake
+from ..wire.mse import EncryptionPolicy
+from .mse_stream import negotiate_incoming, negotiate_outgoing
+from .peer import PeerSession
+from .torrent import Torrent
+
+__all__ = ["Client"]
+
+HANDSHAKE_LENGTH = 68
+HANDSHAKE_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 10.0
+
+
+def make_peer_id() -> bytes:
+    """An Azureus-style peer id: client code and version, then random bytes."""
+    major, minor, *_ = [*__version__.split("."), "0", "0"]
+    prefix = f"-OD{int(major):01d}{int(minor):02d}0-".encode()
+    return prefix + secrets.token_bytes(20 - len(prefix))
+
+
+class Client:
+    """A BitTorrent client that downloads and seeds many torrents at once."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        encryption: EncryptionPolicy = EncryptionPolicy.PREFER,
+        max_peers_per_torrent: int = 50,
+        upload_slots: int = 20,
+        peer_id: bytes | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        if peer_id is not None and len(peer_id) != 20:
+            raise ConfigError("peer id must be 20 bytes")
+        if max_peers_per_torrent < 1 or upload_slots < 1:
+            raise ConfigError("peer and upload slot limits must be positive")
+        self.host = host
+        self.port = port
+        self.encryption = encryption
+        self.max_peers_per_torrent = max_peers_per_torrent
+        self.upload_slots = upload_slots
+        self.peer_id = peer_id or make_peer_id()
+        self.user_agent = f"opendistro {__version__}"
+        self._log = log
+        self._torrents: dict[bytes, Torrent] = {}
+        self._dialing: set[tuple[bytes, tuple[str, int]]] = set()
+        self._stack: AsyncExitStack | None = None
+        self._nursery: trio.Nursery | None = None
+
+    def log(self, message: str) -> None:
+        if self._log is not None:
+            self._log(message)
+
+    @property
+    def torrents(self) -> list[Torrent]:
+        return list(self._torrents.values())
+
+    # -- life cycle -------------------------------------------------------
+
+    async def __aenter__(self) -> Client:
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            self._nursery = await stack.enter_async_context(trio.open_nursery())
+            listeners = await trio.open_tcp_listeners(self.port, host=self.host)
+            self.port = listeners[0].socket.getsockname()[1]
+            self._nursery.start_soon(trio.serve_listeners, self._accept, listeners)
+        except BaseException:
+            await stack.__aexit__(None, None, None)
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        assert self._stack is not None and self._nursery is not None
+        for torrent in self.torrents:
+            torrent.stopped.set()
+        self._nursery.cancel_scope.cancel()
+        try:
+            return await self._stack.__aexit__(exc_type, exc, traceback)
+        finally:
+            for torrent in self.torrents:
+                torrent.close()
+
+    def _require_running(self) -> trio.Nursery:
+        if self._nursery is None:
+            raise ConfigError("use the client inside 'async with'")
+        return self._nursery
+
+    # -- adding torrents --------------------------------------------------
+
+    async def add_torrent(
+        self,
+        metainfo: Metainfo,
+        download_dir: str | os.PathLike[str],
+        *,
+        peers: Sequence[tuple[str, int]] = (),
+        seed_only: bool = False,
+    ) -> Torrent:
+        """Download (or, with ``seed_only``, seed from) ``download_dir``; returns at once."""
+        torrent = Torrent(
+            self,
+            info_hash=metainfo.wire_info_hash,
+            download_dir=Path(download_dir),
+            metainfo=metainfo,
+            seed_only=seed_only,
+        )
+        return await self._start(torrent, peers)
+
+    async def seed(
+        self,
+        metainfo: Metainfo,
+        data_dir: str | os.PathLike[str],
+        *,
+        peers: Sequence[tuple[str, int]] = (),
+    ) -> Torrent:
+        """Seed the data found in ``data_dir`` (the folder containing the torrent's name).
+
+        The data is hash-checked first; a mismatch raises
+        :class:`~opendistro.errors.StorageError`.
+        """
+        torrent = await self.add_torrent(metainfo, data_dir, peers=peers, seed_only=True)
+        await torrent.complete.wait()
+        if torrent.error is not None:
+            raise OpenDistroError(torrent.error)
+        return torrent
+
+    async def add_magnet(
+        self,
+        magnet: MagnetLink | str,
+        download_dir: str | os.PathLike[str],
+        *,
+        peers: Sequence[tuple[str, int]] = (),
+    ) -> Torrent:
+        """Start from a magnet link: fetch the info dictionary from peers, then download."""
+        link = MagnetLink.parse(magnet) if isinstance(magnet, str) else magnet
+        torrent = Torrent(
+            self, info_hash=link.wire_info_hash, download_dir=Path(download_dir), magnet=link
+        )
+        return await self._start(torrent, peers)
+
+    async def _start(self, torrent: Torrent, peers: Sequence[tuple[str, int]]) -> Torrent:
+        nursery = self._require_running()
+        if torrent.info_hash in self._torrents:
+            raise ConfigError(f"torrent {torrent.info_hash.hex()} is already added")
+        self._torrents[torrent.info_hash] = torrent
+        await torrent.run(nursery)
+        for address in peers:
+            self.connect_soon(torrent, address)
+        return torrent
+
+    # -- connections ------------------------------------------------------
+
+    def connect_soon(self, torrent: Torrent, address: tuple[str, int]) -> None:
+        """Dial a peer in the background unless we already talk to it or are full."""
+        if self._nursery is None or torrent.stopped.is_set():
+            return
+        host, port = address
+        if port == self.port and host in (self.host, "127.0.0.1", "localhost"):
+            return
+        key = (torrent.info_hash, (host, port))
+        if key in self._dialing or len(torrent.peers) >= self.max_peers_per_torrent:
+            return
+        if any(peer.address == (host, port) for peer in torrent.peers):
+            return
+        self._dialing.add(key)
+        self._nursery.start_soon(self._dial, torrent, (host, port))
+
+    async def _open(self, address: tuple[str, int], info_hash: bytes) -> trio.abc.Stream:
+        host, port = address
+        with trio.fail_after(CONNECT_TIMEOUT):
+            stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+        if self.encryption is EncryptionPolicy.PLAINTEXT:
+            return stream
+        try:
+            return await negotiate_outgoing(
+                stream, info_hash, self.encryption, timeout=HANDSHAKE_TIMEOUT
+            )
+        except EncryptionError:
+            await trio.aclose_forcefully(stream)
+            if self.encryption is EncryptionPolicy.REQUIRE:
+                raise
+        # PREFER: the peer does not speak MSE; dial again in plaintext, as libtorrent does
+        with trio.fail_after(CONNECT_TIMEOUT):
+            return await trio.open_tcp_stream(host, port)
+
+    async def _dial(self, torrent: Torrent, address: tuple[str, int]) -> None:
+        key = (torrent.info_hash, address)
+        try:
+            stream = await self._open(address, torrent.info_hash)
+        except (OSError, trio.TooSlowError, OpenDistroError) as exc:
+            self._dialing.discard(key)
+            self.log(f"cannot connect to {address[0]}:{address[1]}: {exc}")
+            return
+        self._dialing.discard(key)
+        await self._run_connection(stream, address, torrent, initiator=True)
+
+    async def _accept(self, stream: trio.SocketStream) -> None:
+        try:
+            host, port, *_ = stream.socket.getpeername()
+        except OSError:
+            return
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                negotiated, _ = await negotiate_incoming(
+                    stream, list(self._torrents), self.encryption, timeout=HANDSHAKE_TIMEOUT
+                )
+        except (OpenDistroError, trio.TooSlowError, trio.BrokenResourceError, OSError) as exc:
+            self.log(f"incoming connection from {host}:{port} failed: {exc}")
+            await trio.aclose_forcefully(stream)
+            return
+        await self._run_connection(negotiated, (host, port), None, initiator=False)
+
+    async def _run_connection(
+        self,
+        stream: trio.abc.Stream,
+        address: tuple[str, int],
+        torrent: Torrent | None,
+        *,
+        initiator: bool,
+    ) -> None:
+        """Exchange handshakes, then hand the connection to a PeerSession."""
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                if initiator:
+                    assert torrent is not None
+                    connection = self._new_connection(torrent, initiator=True)
+                    await stream.send_all(connection.send(self._handshake(torrent)))
+                head, rest = await _receive_handshake(stream)
+                if torrent is None:
+                    torrent = self._torrents.get(head[28:48])
+                    if torrent is None:
+                        raise OpenDistroError("peer asked for a torrent we do not have")
+                    connection = self._new_connection(torrent, initiator=False)
+                    connection.receive_data(head)
+                    await stream.send_all(connection.send(self._handshake(torrent)))
+                else:
+                    connection.receive_data(head)
+        except (OpenDistroError, trio.TooSlowError, trio.BrokenResourceError, OSError) as exc:
+            self.log(f"handshake with {address[0]}:{address[1]} failed: {exc}")
+            await trio.aclose_forcefully(stream)
+            return
+        remote_id = connection.remote_peer_id
+        duplicate = any(peer.connection.remote_peer_id == remote_id for peer in torrent.peers)
+        if remote_id == self.peer_id or duplicate or torrent.stopped.is_set():
+            await trio.aclose_forcefully(stream)
+            return
+        session = PeerSession(torrent, stream, connection, address)
+        await session.run(rest)
+        if session.error:
+            self.log(f"peer {session.label} closed: {session.error}")
+
+    def _new_connection(self, torrent: Torrent, *, initiator: bool) -> PeerConnection:
+        return PeerConnection(
+            info_hash=torrent.info_hash,
+            our_peer_id=self.peer_id,
+            num_pieces=torrent.metainfo.num_pieces if torrent.metainfo is not None else None,
+            initiator=initiator,
+        )
+
+    def _handshake(self, torrent: Torrent) -> Handshake:
+        return Handshake(info_hash=torrent.info_hash, peer_id=self.peer_id)
+
+
+async def _receive_handshake(stream: trio.abc.Stream) -> tuple[bytes, bytes]:
+    """Read exactly the 68-byte BitTorrent handshake; return it and any bytes after it."""
+    buffer = bytearray()
+    while len(buffer) < HANDSHAKE_LENGTH:
+        data = await stream.receive_some(HANDSHAKE_LENGTH - len(buffer) + 65536)
+        if not data:
+            raise OpenDistroError("connection closed during the handshake")
+        buffer += data
+    return bytes(buffer[:HANDSHAKE_LENGTH]), bytes(buffer[HANDSHAKE_LENGTH:])

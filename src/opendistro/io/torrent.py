@@ -1,0 +1,676 @@
+"""One torrent inside a running client: its data, its peers, and its trackers.
+
+This is the trio-side owner of the sans-I/O pieces: the picker decides what to
+request, :class:`~opendistro.integrity.pieces.PieceVerifier` decides whether a
+piece is good, :class:`~opendistro.storage.files.FileStorage` reads and writes
+it. Blocks are assembled in memory per piece and written once, after the hash
+check, so nothing unverified ever reaches disk outside the staging area and
+memory stays bounded by the pieces in flight.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..bitfield import Bitfield
+from ..errors import IntegrityError, MetainfoError, OpenDistroError, StorageError, TrackerError
+from ..integrity.pieces import PieceVerifier
+from ..magnet import MagnetLink
+from ..metainfo import Metainfo
+from ..storage.check import check_pieces
+from ..storage.files import FileStorage
+from ..storage.resume import ResumeStore
+from ..swarm.picker import Block, PiecePicker
+from ..tracker.client import announce
+from ..tracker.protocol import AnnounceEvent, AnnounceRequest
+from ..tracker.tiers import TrackerTiers
+from ..wire.extensions.handshake import ExtensionHandshake
+from ..wire.extensions.ut_metadata import (
+    MetadataAssembler,
+    MetadataData,
+    MetadataReject,
+    MetadataRequest,
+    decode_metadata_message,
+    encode_metadata_message,
+    metadata_response,
+)
+from ..wire.messages import (
+    BitfieldMessage,
+    Cancel,
+    Choke,
+    Extended,
+    Have,
+    HaveAll,
+    HaveNone,
+    Interested,
+    NotInterested,
+    Unchoke,
+)
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .peer import PeerSession
+
+__all__ = ["OUR_EXTENSIONS", "Torrent", "TorrentState", "TorrentStatus"]
+
+OUR_EXTENSIONS = {"ut_metadata": 3}
+"""BEP 10 message ids we assign to the extensions we speak."""
+
+RESUME_SAVE_INTERVAL = 5.0
+TRACKER_RETRY = 15.0
+MAX_HASH_FAILURES_PER_PEER = 3
+
+
+class TorrentState(enum.Enum):
+    CHECKING = "checking"
+    METADATA = "fetching metadata"
+    DOWNLOADING = "downloading"
+    SEEDING = "seeding"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class TorrentStatus:
+    """A snapshot of a torrent's progress, for progress bars and reports."""
+
+    name: str
+    state: TorrentState
+    total_bytes: int
+    verified_bytes: int
+    download_rate: float
+    upload_rate: float
+    peers: int
+    bytes_from_peers: int
+    bytes_uploaded: int
+    hash_failures: int
+    error: str | None
+
+    @property
+    def fraction(self) -> float:
+        return self.verified_bytes / self.total_bytes if self.total_bytes else 0.0
+
+
+class Torrent:
+    """A torrent being downloaded or seeded by a :class:`~opendistro.io.client.Client`."""
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        info_hash: bytes,
+        download_dir: Path,
+        metainfo: Metainfo | None = None,
+        magnet: MagnetLink | None = None,
+        seed_only: bool = False,
+    ) -> None:
+        self.client = client
+        self.info_hash = info_hash
+        self.download_dir = download_dir
+        self.metainfo = metainfo
+        self.magnet = magnet
+        self.seed_only = seed_only
+        self.state = TorrentState.METADATA if metainfo is None else TorrentState.CHECKING
+        self.storage: FileStorage | None = None
+        self.picker: PiecePicker[PeerSession] | None = None
+        self.verifier: PieceVerifier | None = None
+        self.have: Bitfield | None = None
+        self.peers: set[PeerSession] = set()
+        self.bytes_from_peer: collections.Counter[str] = collections.Counter()
+        self.bytes_to_peer: collections.Counter[str] = collections.Counter()
+        self.bytes_by_peer_id: collections.Counter[bytes] = collections.Counter()
+        self.hash_failures = 0
+        self.error: str | None = None
+        self.final_path: Path | None = None
+        self.metadata_ready = trio.Event()
+        self.complete = trio.Event()
+        self.stopped = trio.Event()
+        self._buffers: dict[int, bytearray] = {}
+        self._contributors: dict[int, set[PeerSession]] = {}
+        self._strikes: collections.Counter[str] = collections.Counter()
+        self._counted: dict[PeerSession, Bitfield] = {}
+        self._unchoked: set[PeerSession] = set()
+        self._assembler: MetadataAssembler | None = None
+        self._verifying = 0
+        self._hash_limiter = trio.CapacityLimiter(2)
+        self._resume: ResumeStore | None = None
+        self._resume_dirty = False
+        self._nursery: trio.Nursery | None = None
+        self._started_at = trio.current_time()
+
+    # -- public view ------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        if self.metainfo is not None:
+            return self.metainfo.name
+        if self.magnet is not None and self.magnet.display_name:
+            return self.magnet.display_name
+        return self.info_hash.hex()
+
+    def status(self) -> TorrentStatus:
+        now = trio.current_time()
+        total = self.metainfo.total_length if self.metainfo else 0
+        verified = 0
+        if self.have is not None and self.metainfo is not None:
+            verified = sum(self.metainfo.piece_size(index) for index in self.have)
+        return TorrentStatus(
+            name=self.name,
+            state=self.state,
+            total_bytes=total,
+            verified_bytes=verified,
+            download_rate=sum(peer.downloaded.rate(now) for peer in self.peers),
+            upload_rate=sum(peer.uploaded.rate(now) for peer in self.peers),
+            peers=len(self.peers),
+            bytes_from_peers=sum(self.bytes_from_peer.values()),
+            bytes_uploaded=sum(self.bytes_to_peer.values()),
+            hash_failures=self.hash_failures,
+            error=self.error,
+        )
+
+    def have_piece(self, index: int) -> bool:
+        return self.have is not None and 0 <= index < len(self.have) and self.have.has(index)
+
+    @property
+    def is_seeding(self) -> bool:
+        return self.state is TorrentState.SEEDING
+
+    # -- life cycle -------------------------------------------------------
+
+    async def run(self, nursery: trio.Nursery) -> None:
+        """Prepare data, then keep announcing; peers are driven by their own tasks."""
+        self._nursery = nursery
+        try:
+            if self.metainfo is not None:
+                await self._prepare()
+            nursery.start_soon(self._tracker_loop)
+            nursery.start_soon(self._resume_loop)
+            for address in self._initial_peers():
+                self.client.connect_soon(self, address)
+        except OpenDistroError as exc:
+            self._fail(str(exc))
+
+    def _initial_peers(self) -> list[tuple[str, int]]:
+        return list(self.magnet.peers) if self.magnet is not None else []
+
+    def _fail(self, message: str) -> None:
+        self.error = message
+        self.state = TorrentState.FAILED
+        self.complete.set()
+
+    async def _prepare(self) -> None:
+        metainfo = self.metainfo
+        assert metainfo is not None
+        self.verifier = PieceVerifier(metainfo)
+        if self.seed_only:
+            await self._prepare_seed(self.download_dir)
+            return
+        final = self.download_dir / metainfo.name
+        if final.exists():
+            await self._prepare_seed(self.download_dir)
+            return
+        storage = self._open_storage("download")
+        await trio.to_thread.run_sync(storage.preallocate)
+        self._resume = ResumeStore(self._state_dir() / "resume.sqlite")
+        stats = await trio.to_thread.run_sync(storage.file_stats)
+        saved = self._resume.load(self.info_hash, metainfo.num_pieces, stats)
+        if saved is not None:
+            have = Bitfield(metainfo.num_pieces, saved)
+        elif any(size > 0 for size, _ in stats):
+            good = await trio.to_thread.run_sync(check_pieces, storage, self.verifier.verify)
+            have = Bitfield(metainfo.num_pieces)
+            for index in good:
+                have.set(index)
+        else:
+            have = Bitfield(metainfo.num_pieces)
+        self._install(storage, have)
+        if have.complete:
+            await self._finish()
+        else:
+            self.state = TorrentState.DOWNLOADING
+
+    async def _prepare_seed(self, data_dir: Path) -> None:
+        metainfo = self.metainfo
+        assert metainfo is not None and self.verifier is not None
+        self.download_dir = data_dir
+        storage = self._open_storage("seed")
+        good = await trio.to_thread.run_sync(check_pieces, storage, self.verifier.verify)
+        have = Bitfield(metainfo.num_pieces)
+        for index in good:
+            have.set(index)
+        if not have.complete:
+            raise StorageError(
+                f"{storage.final_path} does not match the torrent: "
+                f"{metainfo.num_pieces - have.count} of {metainfo.num_pieces} pieces "
+                "fail their hash check"
+            )
+        self._install(storage, have)
+        self.final_path = storage.final_path
+        self.state = TorrentState.SEEDING
+        self.complete.set()
+
+    def _open_storage(self, mode: str) -> FileStorage:
+        metainfo = self.metainfo
+        assert metainfo is not None
+        return FileStorage(
+            download_dir=self.download_dir,
+            name=metainfo.name,
+            files=metainfo.files,
+            piece_length=metainfo.piece_length,
+            total_length=metainfo.total_length,
+            is_multi_file=metainfo.is_multi_file,
+            mode="seed" if mode == "seed" else "download",
+        )
+
+    def _state_dir(self) -> Path:
+        path = self.download_dir / ".opendistro"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _install(self, storage: FileStorage, have: Bitfield) -> None:
+        metainfo = self.metainfo
+        assert metainfo is not None
+        self.storage = storage
+        self.have = have
+        padding = [(f.offset, f.offset + f.length) for f in metainfo.files if f.is_padding]
+        self.picker = PiecePicker(
+            metainfo.num_pieces,
+            piece_length=metainfo.piece_length,
+            total_length=metainfo.total_length,
+            have=Bitfield(metainfo.num_pieces, have.to_bytes()),
+            padding=padding,
+        )
+
+    async def _finish(self) -> None:
+        """Everything verified: move the data to its final path and start seeding."""
+        storage = self.storage
+        if storage is None or self.state is TorrentState.SEEDING:
+            return
+        await trio.to_thread.run_sync(storage.finalize)
+        final = storage.final_path
+        storage.close()
+        if self._resume is not None:
+            self._resume.forget(self.info_hash)
+        self.storage = self._open_storage("seed")
+        self.final_path = final
+        self.state = TorrentState.SEEDING
+        for peer in list(self.peers):
+            if peer.connection.am_interested:
+                peer.send(NotInterested())
+        self.complete.set()
+
+    def close(self) -> None:
+        """Save resume state and release files, once the peer tasks have stopped."""
+        self.stopped.set()
+        if self._resume is not None:
+            self._save_resume()
+            self._resume.close()
+            self._resume = None
+        if self.storage is not None:
+            self.storage.close()
+
+    # -- resume -----------------------------------------------------------
+
+    async def _resume_loop(self) -> None:
+        while not self.complete.is_set():
+            await trio.sleep(RESUME_SAVE_INTERVAL)
+            if self._resume_dirty:
+                self._save_resume()
+
+    def _save_resume(self) -> None:
+        if self._resume is None or self.storage is None or self.have is None:
+            return
+        if self.state is TorrentState.SEEDING or self.metainfo is None:
+            return
+        self.storage.flush()
+        stats = self.storage.file_stats()
+        self._resume.save(self.info_hash, self.have.to_bytes(), self.metainfo.num_pieces, stats)
+        self._resume_dirty = False
+
+    # -- trackers ---------------------------------------------------------
+
+    def _tracker_urls(self) -> list[list[str]]:
+        tiers: list[list[str]] = []
+        if self.metainfo is not None:
+            tiers.extend(self.metainfo.announce_tiers)
+        if self.magnet is not None and self.magnet.trackers:
+            tiers.extend([url] for url in self.magnet.trackers)
+        return [tier for tier in tiers if tier]
+
+    def _announce_request(self, event: AnnounceEvent) -> AnnounceRequest:
+        status = self.status()
+        left = max(status.total_bytes - status.verified_bytes, 0) if self.metainfo else 1
+        return AnnounceRequest(
+            info_hash=self.info_hash,
+            peer_id=self.client.peer_id,
+            port=self.client.port,
+            uploaded=status.bytes_uploaded,
+            downloaded=status.bytes_from_peers,
+            left=left,
+            event=event,
+            numwant=50,
+        )
+
+    async def _announce_once(self, tiers: TrackerTiers, event: AnnounceEvent) -> int:
+        """Announce to the first tracker that answers; return the interval to wait."""
+        for url in tiers.urls():
+            try:
+                response = await announce(url, self._announce_request(event), timeout=10)
+            except TrackerError as exc:
+                self.client.log(f"tracker {url}: {exc}")
+                continue
+            tiers.succeeded(url)
+            for address in response.peers:
+                self.client.connect_soon(self, address)
+            interval = response.min_interval or response.interval
+            return max(1, min(interval, response.interval))
+        return int(TRACKER_RETRY)
+
+    async def _tracker_loop(self) -> None:
+        tier_urls = self._tracker_urls()
+        if not tier_urls:
+            return
+        tiers = TrackerTiers(tier_urls)
+        event = AnnounceEvent.STARTED
+        completed_sent = self.complete.is_set()
+        try:
+            while True:
+                wait = await self._announce_once(tiers, event)
+                event = AnnounceEvent.NONE
+                with trio.move_on_after(wait):
+                    if not completed_sent:
+                        await self.complete.wait()
+                    else:
+                        await trio.sleep_forever()
+                if self.complete.is_set() and not completed_sent:
+                    completed_sent = True
+                    event = AnnounceEvent.COMPLETED
+        finally:
+            with trio.move_on_after(2) as scope:
+                scope.shield = True
+                for url in tiers.urls():
+                    try:
+                        request = self._announce_request(AnnounceEvent.STOPPED)
+                        await announce(url, request, timeout=2)
+                        break
+                    except TrackerError:
+                        continue
+
+    # -- peers: arrival and departure -------------------------------------
+
+    def peer_ready(self, peer: PeerSession) -> None:
+        """A handshake completed: say what we have and which extensions we speak."""
+        self.peers.add(peer)
+        connection = peer.connection
+        if self.have is not None:
+            if connection.fast_enabled and self.have.complete:
+                peer.send(HaveAll())
+            elif connection.fast_enabled and self.have.count == 0:
+                peer.send(HaveNone())
+            elif self.have.count:
+                peer.send(BitfieldMessage(self.have.to_bytes()))
+        elif connection.fast_enabled:
+            peer.send(HaveNone())
+        if connection.extensions_enabled:
+            size = len(self.metainfo.info_bytes) if self.metainfo is not None else None
+            peer.send(
+                ExtensionHandshake(
+                    m=dict(OUR_EXTENSIONS),
+                    v=self.client.user_agent,
+                    p=self.client.port,
+                    reqq=500,
+                    metadata_size=size,
+                )
+            )
+        self._count_availability(peer)
+
+    def peer_gone(self, peer: PeerSession) -> None:
+        self.peers.discard(peer)
+        self._unchoked.discard(peer)
+        counted = self._counted.pop(peer, None)
+        if self.picker is not None:
+            self.picker.peer_lost(peer, counted)
+        self._unchoke_waiting()
+        self._refill_all()
+
+    def _count_availability(self, peer: PeerSession) -> None:
+        """Bring the picker's availability counts in line with what the peer announced."""
+        if self.picker is None or peer.connection.peer_has is None:
+            return
+        counted = self._counted.get(peer)
+        if counted is None:
+            counted = self._counted[peer] = Bitfield(len(peer.connection.peer_has))
+        for index in peer.connection.peer_has:
+            if not counted.has(index):
+                counted.set(index)
+                self.picker.peer_has(index)
+        self._update_interest(peer)
+
+    def peer_has_piece(self, peer: PeerSession, index: int) -> None:
+        counted = self._counted.get(peer)
+        if self.picker is None or counted is None:
+            self._count_availability(peer)
+            return
+        if not counted.has(index):
+            counted.set(index)
+            self.picker.peer_has(index)
+        if not peer.connection.am_interested and not self.have_piece(index):
+            self._update_interest(peer)
+
+    def peer_bitfield_known(self, peer: PeerSession) -> None:
+        self._count_availability(peer)
+
+    def _update_interest(self, peer: PeerSession) -> None:
+        has = peer.connection.peer_has
+        if self.picker is None or has is None or self.state is TorrentState.SEEDING:
+            return
+        wanted = self.picker.interesting(has)
+        if wanted and not peer.connection.am_interested:
+            peer.send(Interested())
+        elif not wanted and peer.connection.am_interested:
+            peer.send(NotInterested())
+
+    # -- uploading: who may download from us -------------------------------
+
+    def peer_interested(self, peer: PeerSession) -> None:
+        if peer.connection.am_choking and len(self._unchoked) < self.client.upload_slots:
+            self._unchoked.add(peer)
+            peer.send(Unchoke())
+
+    def peer_not_interested(self, peer: PeerSession) -> None:
+        if peer in self._unchoked:
+            self._unchoked.discard(peer)
+            peer.send(Choke())
+            self._unchoke_waiting()
+
+    def _unchoke_waiting(self) -> None:
+        for peer in list(self.peers):
+            if len(self._unchoked) >= self.client.upload_slots:
+                return
+            if peer.connection.peer_interested and peer.connection.am_choking:
+                self.peer_interested(peer)
+
+    def record_upload(self, peer: PeerSession, amount: int) -> None:
+        self.bytes_to_peer[peer.label] += amount
+
+    # -- downloading ------------------------------------------------------
+
+    def pick_blocks(self, peer: PeerSession, count: int) -> list[Block]:
+        has = peer.connection.peer_has
+        if self.picker is None or has is None or self.state is not TorrentState.DOWNLOADING:
+            return []
+        return self.picker.pick(peer, has, count)
+
+    def request_failed(self, peer: PeerSession, block: Block) -> None:
+        if self.picker is not None:
+            self.picker.request_failed(peer, block)
+
+    def _refill_all(self) -> None:
+        for peer in list(self.peers):
+            peer.fill_requests()
+
+    def block_received(
+        self, peer: PeerSession, index: int, begin: int, data: bytes | memoryview
+    ) -> None:
+        picker = self.picker
+        if picker is None or self.have_piece(index):
+            return
+        new, also_asked = picker.block_received(peer, (index, begin, len(data)))
+        if not new:
+            return
+        for other in also_asked:
+            if not other.closed and (index, begin, len(data)) in other.connection.requests_to_peer:
+                other.send(Cancel(index, begin, len(data)))
+        buffer = self._buffers.get(index)
+        if buffer is None:
+            buffer = self._buffers[index] = bytearray(picker.piece_size(index))
+        buffer[begin : begin + len(data)] = data
+        self.bytes_from_peer[peer.label] += len(data)
+        self.bytes_by_peer_id[peer.connection.remote_peer_id or b""] += len(data)
+        self._contributors.setdefault(index, set()).add(peer)
+        if picker.piece_complete(index):
+            del self._buffers[index]
+            assert self._nursery is not None
+            self._verifying += 1
+            self._nursery.start_soon(self._verify_piece, index, buffer)
+
+    def _verify_and_write(self, index: int, data: bytearray) -> bool:
+        assert self.verifier is not None and self.storage is not None
+        if not self.verifier.verify(index, memoryview(data)):
+            return False
+        self.storage.write_block(index, 0, memoryview(data))
+        return True
+
+    async def _verify_piece(self, index: int, data: bytearray) -> None:
+        try:
+            async with self._hash_limiter:
+                good = await trio.to_thread.run_sync(self._verify_and_write, index, data)
+        except (IntegrityError, StorageError) as exc:
+            self._verifying -= 1
+            self._fail(str(exc))
+            return
+        self._verifying -= 1
+        if self.stopped.is_set():
+            return  # resume state is already saved; this piece is simply fetched again
+        contributors = self._contributors.pop(index, set())
+        picker = self.picker
+        assert picker is not None and self.have is not None
+        if good:
+            picker.piece_verified(index)
+            self.have.set(index)
+            self._resume_dirty = True
+            for peer in list(self.peers):
+                peer.send(Have(index))
+                if peer.connection.am_interested:
+                    self._update_interest(peer)
+        else:
+            picker.piece_failed(index)
+            self.hash_failures += 1
+            self._punish(contributors)
+        if picker.complete and self._verifying == 0:
+            await self._finish()
+        else:
+            self._refill_all()
+
+    def _punish(self, contributors: set[PeerSession]) -> None:
+        """Count a failed piece against everyone who sent part of it; drop repeat offenders."""
+        for peer in contributors:
+            self._strikes[peer.label] += 1
+            if self._strikes[peer.label] >= MAX_HASH_FAILURES_PER_PEER:
+                peer.close("sent data that failed the hash check too often")
+
+    # -- BEP 9 metadata -----------------------------------------------------
+
+    def extension_handshake(self, peer: PeerSession, handshake: ExtensionHandshake) -> None:
+        if self.metainfo is not None or "ut_metadata" not in handshake.m:
+            return
+        if handshake.metadata_size is None:
+            return
+        if self._assembler is None:
+            try:
+                self._assembler = MetadataAssembler(
+                    metadata_size=handshake.metadata_size,
+                    info_hash_v1=self.magnet.info_hash_v1 if self.magnet else None,
+                    info_hash_v2=self.magnet.info_hash_v2 if self.magnet else None,
+                )
+            except OpenDistroError as exc:
+                peer.close(str(exc))
+                return
+        self._request_metadata(peer)
+
+    def _request_metadata(self, peer: PeerSession) -> None:
+        remote = peer.connection.remote_extensions
+        if self._assembler is None or remote is None or "ut_metadata" not in remote.m:
+            return
+        piece = self._assembler.next_request(trio.current_time())
+        if piece is not None:
+            payload = encode_metadata_message(MetadataRequest(piece))
+            peer.send(Extended(remote.m["ut_metadata"], payload))
+
+    def extension_message(self, peer: PeerSession, message: Extended) -> None:
+        if message.extension_id != OUR_EXTENSIONS["ut_metadata"]:
+            return
+        decoded = decode_metadata_message(message.payload)
+        remote = peer.connection.remote_extensions
+        if isinstance(decoded, MetadataRequest):
+            if remote is None or "ut_metadata" not in remote.m:
+                return
+            reply: MetadataData | MetadataReject
+            if self.metainfo is None:
+                reply = MetadataReject(decoded.piece)
+            else:
+                reply = metadata_response(self.metainfo.info_bytes, decoded)
+            peer.send(Extended(remote.m["ut_metadata"], encode_metadata_message(reply)))
+        elif isinstance(decoded, MetadataData) and self._assembler is not None:
+            try:
+                info_bytes = self._assembler.receive(decoded)
+            except IntegrityError as exc:
+                peer.close(f"metadata failed verification: {exc}")
+                return
+            if info_bytes is None:
+                self._request_metadata(peer)
+            elif self.metainfo is None:
+                assert self._nursery is not None
+                self._nursery.start_soon(self._metadata_arrived, info_bytes)
+        elif isinstance(decoded, MetadataReject) and self._assembler is not None:
+            self._assembler.rejected(decoded.piece)
+
+    async def _metadata_arrived(self, info_bytes: bytes) -> None:
+        if self.metainfo is not None:
+            return
+        magnet = self.magnet
+        try:
+            self.metainfo = Metainfo.from_info_bytes(
+                info_bytes,
+                announce_tiers=[[url] for url in magnet.trackers] if magnet else [],
+                url_list=list(magnet.webseeds) if magnet else [],
+                expected_v1=magnet.info_hash_v1 if magnet else None,
+                expected_v2=magnet.info_hash_v2 if magnet else None,
+            )
+            self.state = TorrentState.CHECKING
+            await self._prepare()
+        except (MetainfoError, StorageError) as exc:
+            self._fail(str(exc))
+            return
+        self.metadata_ready.set()
+        for peer in list(self.peers):
+            peer.connection.set_num_pieces(self.metainfo.num_pieces)
+            self._count_availability(peer)
+        self._refill_all()
+
+
+def directory_of(path: os.PathLike[str] | str, name: str) -> Path:
+    """The folder to seed from for ``--data PATH``.
+
+    PATH may name the torrent's file or folder itself, or the folder containing it.
+    """
+    candidate = Path(path)
+    if candidate.name == name and candidate.exists():
+        return candidate.parent
+    return candidate

@@ -1,0 +1,1 @@
+"""Sans-I/O swarm policy: picking pieces, choking, bandwidth."""

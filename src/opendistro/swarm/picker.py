@@ -1,0 +1,282 @@
+"""Which block to ask which peer for next.
+
+The picker is pure bookkeeping: it knows how many peers have each piece, which
+pieces we have, and which blocks of the pieces in progress are requested or
+received. Drivers (trio over TCP, or the simulator) tell it what happens and ask
+it for requests; it never does I/O.
+
+Policy, as in every mainstream client:
+
+* finish pieces already in progress before starting new ones, so verified
+  pieces (which we can upload and which survive a crash) appear early;
+* otherwise start the rarest piece the peer has, ties broken at random, so
+  that scarce pieces spread before their only holders leave;
+* once every missing block is requested (endgame), ask a second peer for
+  blocks still outstanding, and tell the driver to cancel duplicates when one
+  arrives, so the last few blocks of a download do not wait on one slow peer.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import random
+from collections.abc import Hashable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from ..bitfield import Bitfield
+
+__all__ = ["BLOCK_SIZE", "Block", "PiecePicker"]
+
+BLOCK_SIZE = 16384
+
+Block = tuple[int, int, int]
+"""(piece index, offset within the piece, length): the unit of a request."""
+
+PeerKey = TypeVar("PeerKey", bound=Hashable)
+
+
+@dataclass
+class _PieceProgress(Generic[PeerKey]):
+    """Blocks of one piece being downloaded: who was asked for what, and what arrived.
+
+    ``free`` is a heap of block numbers nobody has been asked for, so picking
+    the next block costs O(log n) instead of a scan over the piece.
+    """
+
+    size: int
+    free: list[int] = field(default_factory=list)
+    requested: dict[int, set[PeerKey]] = field(default_factory=dict)
+    received: set[int] = field(default_factory=set)
+
+    @property
+    def num_blocks(self) -> int:
+        return -(-self.size // BLOCK_SIZE)
+
+    def block(self, number: int, index: int) -> Block:
+        begin = number * BLOCK_SIZE
+        return index, begin, min(BLOCK_SIZE, self.size - begin)
+
+    def outstanding(self) -> Iterator[int]:
+        for number in range(self.num_blocks):
+            if number not in self.received:
+                yield number
+
+    def release(self, number: int) -> None:
+        """Nobody is fetching this block any more: make it pickable again."""
+        if number not in self.received and not self.requested.get(number):
+            self.requested.pop(number, None)
+            if number not in self.free:
+                heapq.heappush(self.free, number)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.received) == self.num_blocks
+
+
+class PiecePicker(Generic[PeerKey]):
+    """Rarest-first block selection with partial-piece priority and endgame."""
+
+    def __init__(
+        self,
+        num_pieces: int,
+        *,
+        piece_length: int,
+        total_length: int,
+        have: Bitfield | None = None,
+        padding: Iterable[tuple[int, int]] = (),
+        rng: random.Random | None = None,
+        endgame_duplicates: int = 2,
+    ) -> None:
+        self.num_pieces = num_pieces
+        self.piece_length = piece_length
+        self.total_length = total_length
+        self.have = have if have is not None else Bitfield(num_pieces)
+        self._availability = [0] * num_pieces
+        self._in_progress: dict[int, _PieceProgress[PeerKey]] = {}
+        self._wanted = Bitfield(num_pieces)
+        for index in range(num_pieces):
+            if not self.have.has(index):
+                self._wanted.set(index)
+        self._rng = rng or random.Random()
+        self._endgame_duplicates = endgame_duplicates
+        self._padding = sorted(padding)
+        self._padding_starts = [start for start, _ in self._padding]
+
+    # -- what peers have -------------------------------------------------
+
+    def piece_size(self, index: int) -> int:
+        if index == self.num_pieces - 1:
+            return self.total_length - index * self.piece_length
+        return self.piece_length
+
+    def peer_has(self, index: int) -> None:
+        self._availability[index] += 1
+
+    def peer_has_bitfield(self, bitfield: Bitfield) -> None:
+        for index in bitfield:
+            self._availability[index] += 1
+
+    def peer_lost(self, key: PeerKey, bitfield: Bitfield | None) -> list[Block]:
+        """Forget a departed peer: its pieces no longer count, its requests are free again."""
+        if bitfield is not None:
+            for index in bitfield:
+                self._availability[index] -= 1
+        return self.release_peer_requests(key)
+
+    def availability(self, index: int) -> int:
+        return self._availability[index]
+
+    # -- choosing requests ----------------------------------------------
+
+    @property
+    def in_endgame(self) -> bool:
+        """True when every missing block has been requested from someone."""
+        if len(self._in_progress) < self._wanted.count:
+            return False
+        return not any(progress.free for progress in self._in_progress.values())
+
+    def interesting(self, bitfield: Bitfield) -> bool:
+        """Whether a peer with ``bitfield`` has any piece we still want."""
+        return any(self._wanted.has(index) for index in bitfield)
+
+    def pick(self, key: PeerKey, peer_has: Bitfield, count: int) -> list[Block]:
+        """Up to ``count`` new blocks to request from peer ``key``, marked as requested."""
+        picked: list[Block] = []
+        if count <= 0:
+            return picked
+        for index, progress in self._in_progress.items():
+            if progress.free and peer_has.has(index):
+                self._take_free(key, index, progress, count, picked)
+                if len(picked) >= count:
+                    return picked
+        while len(picked) < count:
+            new_index = self._rarest_new_piece(peer_has)
+            if new_index is None:
+                break
+            self._take_free(key, new_index, self._start_piece(new_index), count, picked)
+        if len(picked) < count and self.in_endgame:
+            self._pick_endgame(key, peer_has, count, picked)
+        return picked
+
+    def _take_free(
+        self, key: PeerKey, index: int, progress: _PieceProgress[PeerKey], count: int,
+        picked: list[Block],
+    ) -> None:
+        while progress.free and len(picked) < count:
+            number = heapq.heappop(progress.free)
+            if number in progress.received:
+                continue
+            progress.requested.setdefault(number, set()).add(key)
+            picked.append(progress.block(number, index))
+
+    def _start_piece(self, index: int) -> _PieceProgress[PeerKey]:
+        """Begin a piece; blocks lying wholly in padding count as received (they are zeros)."""
+        progress: _PieceProgress[PeerKey] = _PieceProgress(self.piece_size(index))
+        piece_start = index * self.piece_length
+        first = max(bisect.bisect_right(self._padding_starts, piece_start) - 1, 0)
+        for pad_start, pad_end in self._padding[first:]:
+            if pad_start >= piece_start + progress.size:
+                break
+            for number in range(progress.num_blocks):
+                block_start = piece_start + number * BLOCK_SIZE
+                block_end = block_start + min(BLOCK_SIZE, progress.size - number * BLOCK_SIZE)
+                if pad_start <= block_start and block_end <= pad_end:
+                    progress.received.add(number)
+        progress.free = [n for n in range(progress.num_blocks) if n not in progress.received]
+        self._in_progress[index] = progress
+        return progress
+
+    def _rarest_new_piece(self, peer_has: Bitfield) -> int | None:
+        best: list[int] = []
+        best_availability = 0
+        for index in peer_has:
+            if not self._wanted.has(index) or index in self._in_progress:
+                continue
+            availability = self._availability[index]
+            if not best or availability < best_availability:
+                best, best_availability = [index], availability
+            elif availability == best_availability:
+                best.append(index)
+        return self._rng.choice(best) if best else None
+
+    def _pick_endgame(
+        self, key: PeerKey, peer_has: Bitfield, count: int, picked: list[Block]
+    ) -> None:
+        for index, progress in self._in_progress.items():
+            if not peer_has.has(index):
+                continue
+            for number in progress.outstanding():
+                askers = progress.requested.setdefault(number, set())
+                if key in askers or len(askers) >= self._endgame_duplicates:
+                    continue
+                askers.add(key)
+                picked.append(progress.block(number, index))
+                if len(picked) >= count:
+                    return
+
+    # -- outcomes ---------------------------------------------------------
+
+    def block_received(self, key: PeerKey, block: Block) -> tuple[bool, set[PeerKey]]:
+        """Record an arrived block.
+
+        Returns whether it was new (a duplicate in endgame is not) and the other
+        peers that were also asked for it, whose requests the driver should cancel.
+        """
+        index, begin, _ = block
+        progress = self._in_progress.get(index)
+        if progress is None:
+            return False, set()
+        number = begin // BLOCK_SIZE
+        askers = progress.requested.pop(number, set())
+        if number in progress.received:
+            return False, set()
+        progress.received.add(number)
+        askers.discard(key)
+        return True, askers
+
+    def piece_complete(self, index: int) -> bool:
+        progress = self._in_progress.get(index)
+        return progress is not None and progress.complete
+
+    def piece_verified(self, index: int) -> None:
+        """The piece passed its hash check: we have it now."""
+        self._in_progress.pop(index, None)
+        self.have.set(index)
+        self._wanted.clear(index)
+
+    def piece_failed(self, index: int) -> None:
+        """The piece failed its hash check: every block must be fetched again."""
+        self._in_progress.pop(index, None)
+
+    def request_failed(self, key: PeerKey, block: Block) -> None:
+        """A request was rejected, timed out or dropped by a choke: free the block."""
+        index, begin, _ = block
+        progress = self._in_progress.get(index)
+        if progress is None:
+            return
+        number = begin // BLOCK_SIZE
+        askers = progress.requested.get(number)
+        if askers is not None:
+            askers.discard(key)
+        progress.release(number)
+
+    def release_peer_requests(self, key: PeerKey) -> list[Block]:
+        """Free every block requested from ``key``; return them."""
+        released: list[Block] = []
+        for index, progress in self._in_progress.items():
+            for number, askers in list(progress.requested.items()):
+                if key in askers:
+                    askers.discard(key)
+                    released.append(progress.block(number, index))
+                    progress.release(number)
+        return released
+
+    @property
+    def complete(self) -> bool:
+        return self._wanted.count == 0
+
+    @property
+    def pieces_in_progress(self) -> int:
+        return len(self._in_progress)

@@ -1,0 +1,331 @@
+"""Talking to trackers from trio: HTTP(S) through h11, UDP through BEP 15.
+
+Every failure a caller could meet (refused connection, DNS, TLS, time-out,
+garbage, a tracker's ``failure reason``) comes out as :class:`TrackerError`, so
+the announce loop has one thing to catch and can move on to the next tracker
+in its :class:`~opendistro.tracker.tiers.TrackerTiers`.
+
+UDP connection ids are cached per tracker address for a minute (BEP 15 lets a
+client reuse one for that long), and requests are retransmitted with a
+doubling wait, as BEP 15 asks, within the caller's overall ``timeout``.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import ssl
+import struct
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import h11
+import trio
+
+from ..errors import TrackerError
+from . import udp as udp_protocol
+from .protocol import (
+    AnnounceRequest,
+    AnnounceResponse,
+    ScrapeStats,
+    decode_scrape_response,
+    scrape_query,
+    scrape_url_for,
+)
+
+__all__ = ["ScrapeStats", "announce", "scrape"]
+
+_USER_AGENT = "opendistro/0.1"
+_MAX_BODY = 4 * 1024 * 1024
+_MAX_REDIRECTS = 3
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_CONNECTION_ID_LIFETIME = 60.0  # BEP 15: usable for one minute by the client
+_FIRST_RETRANSMIT = 1.0
+_MAX_RETRANSMIT = 8.0
+
+_T = TypeVar("_T")
+_TRANSPORT_ERRORS = (
+    OSError,  # includes ssl.SSLError, socket.gaierror, ConnectionRefusedError
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    h11.ProtocolError,
+)
+
+#: (host, port) -> (connection id, time.monotonic() when obtained)
+_connection_ids: dict[tuple[str, int], tuple[int, float]] = {}
+
+
+async def _guarded(url: str, timeout: float, operation: Callable[[], Awaitable[_T]]) -> _T:
+    """Run ``operation`` under ``timeout``, turning every transport failure into TrackerError."""
+    try:
+        with trio.fail_after(timeout):
+            return await operation()
+    except trio.TooSlowError as exc:
+        raise TrackerError(f"tracker {url} did not answer within {timeout} s") from exc
+    except _TRANSPORT_ERRORS as exc:
+        raise TrackerError(f"tracker {url} failed: {exc}") from exc
+
+
+def _host_and_port(url: str, default_port: int | None) -> tuple[str, int]:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise TrackerError(f"malformed tracker URL {url!r}") from exc
+    if not parts.hostname:
+        raise TrackerError(f"tracker URL {url!r} names no host")
+    port = port if port is not None else default_port
+    if port is None:
+        raise TrackerError(f"tracker URL {url!r} names no port")
+    return parts.hostname, port
+
+
+def _scheme(url: str) -> str:
+    return urlsplit(url).scheme.lower()
+
+
+async def announce(
+    url: str,
+    request: AnnounceRequest,
+    *,
+    timeout: float = 15,
+    ssl_context: ssl.SSLContext | None = None,
+) -> AnnounceResponse:
+    """Announce to one tracker (``http://``, ``https://`` or ``udp://``).
+
+    ``ssl_context`` overrides the default (system CAs, hostname checked) for https.
+    """
+    scheme = _scheme(url)
+    if scheme in ("http", "https"):
+        query = request.to_query()
+        body = await _guarded(url, timeout, lambda: _http_get(url, query, ssl_context))
+        return AnnounceResponse.decode(body)
+    if scheme == "udp":
+        return await _guarded(url, timeout, lambda: _udp_announce(url, request))
+    raise TrackerError(f"unsupported tracker URL scheme in {url!r}")
+
+
+async def scrape(
+    url: str,
+    info_hashes: Sequence[bytes],
+    *,
+    timeout: float = 15,
+    ssl_context: ssl.SSLContext | None = None,
+) -> dict[bytes, ScrapeStats]:
+    """Scrape counters for ``info_hashes`` from the tracker at ``url`` (announce or scrape URL)."""
+    scheme = _scheme(url)
+    if scheme in ("http", "https"):
+        target = scrape_url_for(url)
+        query = scrape_query(info_hashes)
+        body = await _guarded(url, timeout, lambda: _http_get(target, query, ssl_context))
+        return decode_scrape_response(body)
+    if scheme == "udp":
+        return await _guarded(url, timeout, lambda: _udp_scrape(url, info_hashes))
+    raise TrackerError(f"unsupported tracker URL scheme in {url!r}")
+
+
+# ---------------------------------------------------------------- HTTP
+
+
+async def _open_stream(url: str, ssl_context: ssl.SSLContext | None) -> trio.abc.Stream:
+    https = _scheme(url) == "https"
+    host, port = _host_and_port(url, 443 if https else 80)
+    if https:
+        context = ssl_context or ssl.create_default_context()
+        return await trio.open_ssl_over_tcp_stream(host, port, ssl_context=context)
+    return await trio.open_tcp_stream(host, port)
+
+
+def _with_query(url: str, query: str) -> str:
+    parts = urlsplit(url)
+    joined = f"{parts.query}&{query}" if parts.query else query
+    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", joined, ""))
+
+
+async def _http_get(url: str, query: str, ssl_context: ssl.SSLContext | None) -> bytes:
+    """GET ``url`` with ``query`` appended, following a few redirects; return a 200 body.
+
+    Trackers do move (to https, to a new host); following ``Location`` for at
+    most ``_MAX_REDIRECTS`` hops, and only to http(s), keeps that working
+    without letting a tracker bounce us around forever.
+    """
+    current = _with_query(url, query)
+    for _ in range(_MAX_REDIRECTS + 1):
+        status, location, body = await _http_exchange(current, ssl_context)
+        if status in _REDIRECT_STATUSES and location:
+            current = urljoin(current, location)
+            if _scheme(current) not in ("http", "https"):
+                raise TrackerError(f"tracker {url} redirected to {current!r}")
+            continue
+        if status != 200:
+            try:
+                AnnounceResponse.decode(body)
+            except TrackerError as exc:
+                raise TrackerError(f"tracker {url} answered HTTP {status}: {exc}") from None
+            raise TrackerError(f"tracker {url} answered HTTP {status}")
+        return body
+    raise TrackerError(f"tracker {url} redirected more than {_MAX_REDIRECTS} times")
+
+
+async def _http_exchange(
+    url: str, ssl_context: ssl.SSLContext | None
+) -> tuple[int, str | None, bytes]:
+    """One GET request: ``(status, Location header, body)``."""
+    parts = urlsplit(url)
+    target = f"{parts.path or '/'}?{parts.query}" if parts.query else parts.path or "/"
+    host_header = parts.netloc.rpartition("@")[2]
+    stream = await _open_stream(url, ssl_context)
+    async with stream:
+        connection = h11.Connection(h11.CLIENT)
+        request = h11.Request(
+            method="GET",
+            target=target,
+            headers=[
+                ("Host", host_header),
+                ("User-Agent", _USER_AGENT),
+                ("Accept-Encoding", "identity"),
+                ("Connection", "close"),
+            ],
+        )
+        await stream.send_all(
+            (connection.send(request) or b"") + (connection.send(h11.EndOfMessage()) or b"")
+        )
+        status: int | None = None
+        location: str | None = None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            event = connection.next_event()
+            if event is h11.NEED_DATA:
+                connection.receive_data(bytes(await stream.receive_some(65536)))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+                for name, value in event.headers:
+                    if name == b"location":
+                        location = value.decode("latin-1")
+            elif isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > _MAX_BODY:
+                    raise TrackerError(f"tracker {url} sent more than {_MAX_BODY} bytes")
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                break
+    if status is None:
+        raise TrackerError(f"tracker {url} closed the connection without answering")
+    return status, location, b"".join(chunks)
+
+
+# ---------------------------------------------------------------- UDP
+
+
+async def _udp_socket(url: str) -> tuple[trio.socket.SocketType, tuple[str, int]]:
+    """A UDP socket connected to the tracker, so ICMP 'port unreachable' fails us fast."""
+    host, port = _host_and_port(url, None)
+    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    if not infos:
+        raise TrackerError(f"cannot resolve {host!r}")
+    family, kind, proto, _, address = infos[0]
+    sock = trio.socket.socket(family, kind, proto)
+    try:
+        await sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock, (str(address[0]), int(address[1]))
+
+
+async def _exchange(
+    sock: trio.socket.SocketType, packet: bytes, transaction_id: int, decode: Callable[[bytes], _T]
+) -> _T:
+    """Send ``packet`` until a reply with our transaction id arrives, then decode it."""
+    wait = _FIRST_RETRANSMIT
+    expected = struct.pack(">I", transaction_id)
+    while True:
+        await sock.send(packet)
+        with trio.move_on_after(wait):
+            while True:
+                data = await sock.recv(4096)
+                if data[4:8] == expected:
+                    return decode(data)
+        wait = min(wait * 2, _MAX_RETRANSMIT)
+
+
+def _new_transaction_id() -> int:
+    return random.getrandbits(32)
+
+
+async def _connection_id(
+    sock: trio.socket.SocketType, address: tuple[str, int], *, fresh: bool = False
+) -> int:
+    cached = _connection_ids.get(address)
+    now = time.monotonic()
+    if cached is not None and not fresh and now - cached[1] < _CONNECTION_ID_LIFETIME:
+        return cached[0]
+    transaction_id = _new_transaction_id()
+    connection_id = await _exchange(
+        sock,
+        udp_protocol.encode_connect_request(transaction_id),
+        transaction_id,
+        lambda data: udp_protocol.decode_connect_response(data, transaction_id),
+    )
+    _connection_ids[address] = (connection_id, now)
+    return connection_id
+
+
+async def _with_connection_id(
+    url: str, attempt: Callable[[trio.socket.SocketType, int], Awaitable[_T]]
+) -> _T:
+    """Run ``attempt`` with a cached connection id, retrying once with a fresh one on error.
+
+    A cached id can be refused when the tracker restarted or its clock window
+    moved; that deserves one new connect, not a failure.
+    """
+    sock, address = await _udp_socket(url)
+    with sock:
+        cached = address in _connection_ids
+        connection_id = await _connection_id(sock, address)
+        try:
+            return await attempt(sock, connection_id)
+        except TrackerError:
+            if not cached:
+                raise
+            _connection_ids.pop(address, None)
+            connection_id = await _connection_id(sock, address, fresh=True)
+            return await attempt(sock, connection_id)
+
+
+async def _udp_announce(url: str, request: AnnounceRequest) -> AnnounceResponse:
+    async def attempt(sock: trio.socket.SocketType, connection_id: int) -> AnnounceResponse:
+        transaction_id = _new_transaction_id()
+        ipv6 = sock.family == socket.AF_INET6
+        return await _exchange(
+            sock,
+            udp_protocol.encode_announce_request(connection_id, transaction_id, request),
+            transaction_id,
+            lambda data: udp_protocol.decode_announce_response(data, transaction_id, ipv6=ipv6),
+        )
+
+    return await _with_connection_id(url, attempt)
+
+
+async def _udp_scrape(url: str, info_hashes: Sequence[bytes]) -> dict[bytes, ScrapeStats]:
+    result: dict[bytes, ScrapeStats] = {}
+    step = udp_protocol.MAX_SCRAPE_HASHES
+    for start in range(0, len(info_hashes), step):
+        batch = list(info_hashes[start : start + step])
+
+        async def attempt(
+            sock: trio.socket.SocketType, connection_id: int, batch: list[bytes] = batch
+        ) -> dict[bytes, ScrapeStats]:
+            transaction_id = _new_transaction_id()
+            return await _exchange(
+                sock,
+                udp_protocol.encode_scrape_request(connection_id, transaction_id, batch),
+                transaction_id,
+                lambda data: udp_protocol.decode_scrape_response(data, transaction_id, batch),
+            )
+
+        result.update(await _with_connection_id(url, attempt))
+    return result

@@ -1,0 +1,383 @@
+"""The trio tracker: HTTP announce/scrape over h11, BEP 15 over UDP, swarms in SQLite.
+
+This module only moves bytes. Parsing and encoding live in
+:mod:`~opendistro.tracker.protocol` and :mod:`~opendistro.tracker.udp`, the swarm
+policy in :class:`~opendistro.tracker.registry.TrackerRegistry`, persistence in
+:class:`~opendistro.tracker.store.TrackerStore`. The server's own jobs are the
+ones that need a socket or a clock: taking the peer's address from the
+connection (a query parameter is not trusted, except a loopback ``ip`` so local
+test swarms work), bounding what one connection may cost (request size, time to
+send a request, number of connections) and saving the swarms periodically and
+on shutdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Collection
+
+import h11
+import trio
+
+from ..errors import OpenDistroError, TrackerError
+from . import udp as udp_protocol
+from .protocol import AnnounceRequest, encode_failure, encode_scrape_response, parse_scrape_query
+from .registry import TrackerRegistry
+from .store import TrackerStore, snapshot_registry
+
+__all__ = ["TrackerServer"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_REQUEST_HEAD = 8 * 1024  # an announce query is ~300 bytes; headers stay small
+_MAX_REQUEST_BODY = 16 * 1024  # GET requests have none; refuse anything large
+_UDP_PACKET_SIZE = 2048
+_CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+def _normalise_ip(text: str) -> str:
+    """Canonical text of an address; IPv4-mapped IPv6 becomes plain IPv4."""
+    address = ipaddress.ip_address(text.split("%", 1)[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def _trusted_ip(claimed: str | None, seen: str) -> str:
+    """The address to hand out for a peer: what the socket saw, or a loopback ``ip`` claim.
+
+    Honouring arbitrary claims would let anyone point a swarm at a third party;
+    a loopback claim can only ever point peers at themselves.
+    """
+    if claimed:
+        try:
+            address = ipaddress.ip_address(claimed)
+        except ValueError:
+            return seen
+        if address.is_loopback:
+            return str(address)
+    return seen
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+class TrackerServer:
+    """A BitTorrent tracker serving HTTP and UDP on one port number.
+
+    ``interval``/``min_interval`` are what peers are told; peers silent for
+    ``peer_ttl`` seconds (default two intervals) are forgotten. With ``db_path``
+    the swarms are loaded at start and saved every ``persist_interval`` seconds
+    and on shutdown. ``request_timeout`` bounds how long one connection may take
+    to send a request, so a slow or silent client cannot hold a connection slot.
+    ``on_announce(request, ip)`` is called after every accepted announce (HTTP
+    or UDP) with the address the peer was recorded under; it is meant for
+    metrics, logs and tests, and must not raise.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        db_path: str | os.PathLike[str] | None = None,
+        allow_list: Collection[bytes] | None = None,
+        interval: int = 1800,
+        min_interval: int = 60,
+        peer_ttl: float | None = None,
+        udp: bool = True,
+        persist_interval: float = 60.0,
+        request_timeout: float = 10.0,
+        max_connections: int = 512,
+        on_announce: Callable[[AnnounceRequest, str], None] | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.registry = TrackerRegistry(
+            interval=interval, min_interval=min_interval, peer_ttl=peer_ttl, allow_list=allow_list
+        )
+        self._store = TrackerStore(db_path) if db_path is not None else None
+        self._udp_enabled = udp
+        self._persist_interval = persist_interval
+        self._request_timeout = request_timeout
+        self._max_connections = max_connections
+        self._on_announce = on_announce
+        self._open_connections = 0
+        # A fresh secret per process: connection ids need not survive a restart.
+        self._issuer = udp_protocol.ConnectionIdIssuer(secrets.token_bytes(32))
+
+    # ------------------------------------------------------------ addresses
+
+    @property
+    def announce_url(self) -> str:
+        return f"http://{_url_host(self.host)}:{self.port}/announce"
+
+    @property
+    def scrape_url(self) -> str:
+        return f"http://{_url_host(self.host)}:{self.port}/scrape"
+
+    @property
+    def udp_url(self) -> str:
+        return f"udp://{_url_host(self.host)}:{self.port}/announce"
+
+    @property
+    def stats_url(self) -> str:
+        return f"http://{_url_host(self.host)}:{self.port}/stats.json"
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[TrackerServer] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Load saved swarms, bind TCP and UDP, report ``self`` as started, serve until cancel."""
+        if self._store is not None:
+            saved = await trio.to_thread.run_sync(self._store.load)
+            TrackerStore.restore_into(self.registry, saved)
+            self.registry.expire(time.time())
+        listeners, udp_socket = await self._bind()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.serve_listeners, self._handle_tcp, listeners)
+                if udp_socket is not None:
+                    nursery.start_soon(self._serve_udp, udp_socket)
+                nursery.start_soon(self._housekeeping)
+                task_status.started(self)
+        finally:
+            if udp_socket is not None:
+                udp_socket.close()
+            for listener in listeners:
+                with trio.CancelScope(shield=True):
+                    await listener.aclose()
+            if self._store is not None:
+                with trio.CancelScope(shield=True):
+                    await self._persist()
+
+    async def _bind(self) -> tuple[list[trio.SocketListener], trio.socket.SocketType | None]:
+        """Bind TCP, then UDP on the same port number; with port 0, retry until both fit."""
+        for _ in range(50):
+            listeners = await trio.open_tcp_listeners(self.port, host=self.host)
+            bound = listeners[0].socket.getsockname()
+            if not self._udp_enabled:
+                self.port = bound[1]
+                return listeners, None
+            udp_socket = trio.socket.socket(listeners[0].socket.family, socket.SOCK_DGRAM)
+            try:
+                await udp_socket.bind(bound)
+            except OSError:
+                udp_socket.close()
+                for listener in listeners:
+                    await listener.aclose()
+                if self.port != 0:
+                    raise
+                continue
+            self.port = bound[1]
+            return listeners, udp_socket
+        raise OSError("could not bind TCP and UDP on one port number")
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await trio.sleep(self._persist_interval)
+            self.registry.expire(time.time())
+            if self._store is not None:
+                await self._persist()
+
+    async def _persist(self) -> None:
+        assert self._store is not None
+        snapshot = snapshot_registry(self.registry)
+        try:
+            await trio.to_thread.run_sync(self._store.save, snapshot)
+        except OpenDistroError:
+            logger.exception("could not save tracker state")
+
+    # ------------------------------------------------------------ HTTP
+
+    async def _handle_tcp(self, stream: trio.SocketStream) -> None:
+        if self._open_connections >= self._max_connections:
+            await stream.aclose()
+            return
+        self._open_connections += 1
+        connection = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_REQUEST_HEAD)
+        try:
+            peer_ip = _normalise_ip(stream.socket.getpeername()[0])
+            while True:
+                request = await self._receive_request(stream, connection)
+                if request is None:
+                    break
+                status, content_type, body = self._safe_route(request, peer_ip)
+                await self._send_response(stream, connection, status, content_type, body)
+                if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
+                    break
+                connection.start_next_cycle()
+        except h11.RemoteProtocolError as exc:
+            await self._send_error(
+                stream, connection, exc.error_status_hint, "malformed HTTP request"
+            )
+        except (*_CONNECTION_ERRORS, h11.LocalProtocolError):
+            pass  # the client went away or broke off mid-request: nothing to answer
+        finally:
+            self._open_connections -= 1
+            await trio.aclose_forcefully(stream)
+
+    async def _receive_request(
+        self, stream: trio.SocketStream, connection: h11.Connection
+    ) -> h11.Request | None:
+        """Read one whole request within the time limit; None when the client is gone or slow."""
+        request: h11.Request | None = None
+        body_size = 0
+        with trio.move_on_after(self._request_timeout):
+            while True:
+                event = connection.next_event()
+                if event is h11.NEED_DATA:
+                    connection.receive_data(await stream.receive_some(65536))
+                elif isinstance(event, h11.Request):
+                    request = event
+                elif isinstance(event, h11.Data):
+                    body_size += len(event.data)
+                    if body_size > _MAX_REQUEST_BODY:
+                        raise h11.RemoteProtocolError("request body too large", 413)
+                elif isinstance(event, h11.EndOfMessage):
+                    return request
+                else:  # ConnectionClosed or PAUSED
+                    return None
+        return None
+
+    async def _send_response(
+        self,
+        stream: trio.SocketStream,
+        connection: h11.Connection,
+        status: int,
+        content_type: str,
+        body: bytes,
+        *,
+        close: bool = False,
+    ) -> None:
+        headers = [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Server", "opendistro-tracker"),
+        ]
+        if close:
+            headers.append(("Connection", "close"))
+        data = connection.send(h11.Response(status_code=status, headers=headers))
+        data = (data or b"") + (connection.send(h11.Data(data=body)) or b"")
+        data += connection.send(h11.EndOfMessage()) or b""
+        with trio.move_on_after(self._request_timeout):
+            await stream.send_all(data)
+
+    async def _send_error(
+        self, stream: trio.SocketStream, connection: h11.Connection, status: int, reason: str
+    ) -> None:
+        """Answer a request h11 could not parse, if the connection still allows a response."""
+        if connection.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        with contextlib.suppress(*_CONNECTION_ERRORS, h11.ProtocolError):
+            await self._send_response(
+                stream, connection, status, "text/plain", encode_failure(reason), close=True
+            )
+
+    def _safe_route(self, request: h11.Request, peer_ip: str) -> tuple[int, str, bytes]:
+        """Route, answering 500 on a bug instead of letting it escape.
+
+        An exception leaving a connection handler would cancel the whole
+        server's nursery, so one bad request would take down every swarm.
+        """
+        try:
+            return self._route(request, peer_ip)
+        except Exception:
+            logger.exception("tracker request handler failed")
+            return 500, "text/plain", encode_failure("internal tracker error")
+
+    def _route(self, request: h11.Request, peer_ip: str) -> tuple[int, str, bytes]:
+        path, _, query = request.target.partition(b"?")
+        if request.method != b"GET":
+            return 405, "text/plain", encode_failure("only GET is supported")
+        if path == b"/announce":
+            return 200, "text/plain", self._http_announce(query, peer_ip)
+        if path == b"/scrape":
+            return 200, "text/plain", self._http_scrape(query)
+        if path == b"/stats.json":
+            stats = self.registry.stats()
+            body = json.dumps(
+                {
+                    "torrents": stats.torrents,
+                    "seeders": stats.seeders,
+                    "leechers": stats.leechers,
+                    "completed": stats.completed,
+                }
+            ).encode()
+            return 200, "application/json", body
+        return 404, "text/plain", encode_failure("not found")
+
+    def _http_announce(self, query: bytes, peer_ip: str) -> bytes:
+        try:
+            request = AnnounceRequest.from_query(query)
+            ip = _trusted_ip(request.ip, peer_ip)
+            response = self.registry.announce(request, ip, time.time())
+            if self._on_announce is not None:
+                self._on_announce(request, ip)
+        except TrackerError as exc:
+            return encode_failure(str(exc))
+        return response.encode(compact=request.compact)
+
+    def _http_scrape(self, query: bytes) -> bytes:
+        try:
+            info_hashes = parse_scrape_query(query)
+        except TrackerError as exc:
+            return encode_failure(str(exc))
+        return encode_scrape_response(self.registry.scrape(info_hashes))
+
+    # ------------------------------------------------------------ UDP
+
+    async def _serve_udp(self, udp_socket: trio.socket.SocketType) -> None:
+        ipv6 = udp_socket.family == socket.AF_INET6
+        while True:
+            try:
+                data, address = await udp_socket.recvfrom(_UDP_PACKET_SIZE)
+            except OSError:
+                continue
+            try:
+                reply = self._udp_reply(data, (address[0], address[1]), ipv6=ipv6)
+            except Exception:  # a bug must not stop the UDP service for everyone
+                logger.exception("UDP tracker handler failed")
+                continue
+            if reply is not None:
+                with contextlib.suppress(OSError):
+                    await udp_socket.sendto(reply, address)
+
+    def _udp_reply(self, data: bytes, address: tuple[str, int], *, ipv6: bool) -> bytes | None:
+        """The reply to one datagram, or None to drop it (malformed packets get no answer)."""
+        now = time.time()
+        try:
+            packet = udp_protocol.parse_request(data)
+        except TrackerError:
+            return None
+        if isinstance(packet, udp_protocol.ConnectRequest):
+            return udp_protocol.encode_connect_response(
+                packet.transaction_id, self._issuer.issue(address, now)
+            )
+        if not self._issuer.is_valid(packet.connection_id, address, now):
+            return udp_protocol.encode_error(
+                packet.transaction_id, "connection id expired or invalid"
+            )
+        if isinstance(packet, udp_protocol.UdpScrapeRequest):
+            stats = self.registry.scrape(packet.info_hashes)
+            return udp_protocol.encode_scrape_response(
+                packet.transaction_id, packet.info_hashes, stats
+            )
+        request = packet.request
+        try:
+            ip = _trusted_ip(request.ip, _normalise_ip(address[0]))
+            response = self.registry.announce(request, ip, now)
+            if self._on_announce is not None:
+                self._on_announce(request, ip)
+        except TrackerError as exc:
+            return udp_protocol.encode_error(packet.transaction_id, str(exc))
+        return udp_protocol.encode_announce_response(packet.transaction_id, response, ipv6=ipv6)

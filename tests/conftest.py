@@ -1,0 +1,34 @@
+"""Shared fixtures: generated releases and torrents on real files in tmp_path."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def write_random(path: Path, size: int, seed: int) -> Path:
+    """A file of pseudo-random (uncompressible) bytes, reproducible from ``seed``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(random.Random(seed).randbytes(size))
+    return path
+
+
+@pytest.fixture
+def make_release(tmp_path: Path) -> Callable[..., Path]:
+    """Build a single file or a folder of files under ``tmp_path/publisher``."""
+
+    def build(name: str = "release", sizes: tuple[int, ...] = (300_000,), seed: int = 1) -> Path:
+        root = tmp_path / "publisher"
+        if len(sizes) == 1:
+            return write_random(root / name, sizes[0], seed)
+        folder = root / name
+        for number, size in enumerate(sizes):
+            write_random(folder / f"dir{number % 2}" / f"file{number}.bin", size, seed + number)
+        return folder
+
+    return build

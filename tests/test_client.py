@@ -1,0 +1,159 @@
+"""Our client against itself over real TCP on 127.0.0.1: seed, download, magnet, resume."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import trio
+
+from opendistro.create import create_torrent
+from opendistro.io.client import Client
+from opendistro.io.torrent import TorrentState
+from opendistro.metainfo import Metainfo
+from opendistro.tracker.server import TrackerServer
+from opendistro.wire.mse import EncryptionPolicy
+
+LOOPBACK = "127.0.0.1"
+
+
+def same_tree(original: Path, copy: Path) -> bool:
+    if original.is_file():
+        return copy.is_file() and original.read_bytes() == copy.read_bytes()
+    names = sorted(p.relative_to(original) for p in original.rglob("*") if p.is_file())
+    copies = sorted(p.relative_to(copy) for p in copy.rglob("*") if p.is_file())
+    return names == copies and all(
+        (original / n).read_bytes() == (copy / n).read_bytes() for n in names
+    )
+
+
+async def seed_and_get(
+    metainfo: Metainfo,
+    publisher: Path,
+    target: Path,
+    *,
+    encryption: EncryptionPolicy = EncryptionPolicy.PREFER,
+) -> Path:
+    async with (
+        Client(host=LOOPBACK, encryption=encryption) as seeder,
+        Client(host=LOOPBACK, encryption=encryption) as leecher,
+    ):
+        await seeder.seed(metainfo, publisher)
+        torrent = await leecher.add_torrent(metainfo, target, peers=[(LOOPBACK, seeder.port)])
+        with trio.fail_after(60):
+            await torrent.complete.wait()
+        assert torrent.error is None
+        assert torrent.state is TorrentState.SEEDING
+        assert torrent.hash_failures == 0
+        assert sum(torrent.bytes_from_peer.values()) >= metainfo.total_length - (
+            sum(f.length for f in metainfo.files if f.is_padding)
+        )
+        assert torrent.final_path is not None
+        return torrent.final_path
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "hybrid"])
+@pytest.mark.parametrize("sizes", [(700_000,), (100_000, 0, 40_000, 300_001, 16384)])
+async def test_download_from_our_seeder(
+    make_release: Callable[..., Path], tmp_path: Path, version: str, sizes: tuple[int, ...]
+) -> None:
+    release = make_release(sizes=sizes)
+    metainfo = create_torrent(release, version=version, piece_length=32768)  # type: ignore[arg-type]
+    final = await seed_and_get(metainfo, release.parent, tmp_path / "download")
+    assert final == tmp_path / "download" / release.name
+    assert same_tree(release, final)
+    leftovers = [p.name for p in (tmp_path / "download").iterdir() if release.name in p.name]
+    assert leftovers == [release.name]  # the staging folder is gone
+
+
+@pytest.mark.parametrize("policy", list(EncryptionPolicy))
+async def test_every_encryption_policy_transfers(
+    make_release: Callable[..., Path], tmp_path: Path, policy: EncryptionPolicy
+) -> None:
+    release = make_release(sizes=(200_000,))
+    metainfo = create_torrent(release, version="v1")
+    final = await seed_and_get(metainfo, release.parent, tmp_path / "dl", encryption=policy)
+    assert final.read_bytes() == release.read_bytes()
+
+
+async def test_leechers_find_each_other_through_our_tracker(
+    make_release: Callable[..., Path], tmp_path: Path
+) -> None:
+    release = make_release(sizes=(1_500_000,))
+    tracker = TrackerServer(host=LOOPBACK, port=0, interval=2, min_interval=1)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(tracker.serve)
+        metainfo = create_torrent(release, version="hybrid", trackers=[tracker.announce_url])
+        async with (
+            Client(host=LOOPBACK) as seeder,
+            Client(host=LOOPBACK) as first,
+            Client(host=LOOPBACK) as second,
+        ):
+            await seeder.seed(metainfo, release.parent)
+            a = await first.add_torrent(metainfo, tmp_path / "a")
+            b = await second.add_torrent(metainfo, tmp_path / "b")
+            with trio.fail_after(60):
+                await a.complete.wait()
+                await b.complete.wait()
+            assert (tmp_path / "a" / release.name).read_bytes() == release.read_bytes()
+            assert (tmp_path / "b" / release.name).read_bytes() == release.read_bytes()
+            swarm = tracker.registry.swarm(metainfo.wire_info_hash)
+            assert swarm is not None and len(swarm.peers) == 3
+            assert b.bytes_by_peer_id.keys() | a.bytes_by_peer_id.keys() >= {seeder.peer_id}
+        nursery.cancel_scope.cancel()
+
+
+async def test_magnet_download_fetches_metadata_from_a_peer(
+    make_release: Callable[..., Path], tmp_path: Path
+) -> None:
+    release = make_release(sizes=(90_000, 400_000))
+    metainfo = create_torrent(release, version="hybrid", piece_length=65536)
+    async with Client(host=LOOPBACK) as seeder, Client(host=LOOPBACK) as leecher:
+        await seeder.seed(metainfo, release.parent)
+        magnet = metainfo.magnet_link().to_uri()
+        torrent = await leecher.add_magnet(magnet, tmp_path / "m", peers=[(LOOPBACK, seeder.port)])
+        with trio.fail_after(60):
+            await torrent.complete.wait()
+        assert torrent.error is None
+        assert torrent.metainfo is not None
+        assert torrent.metainfo.info_bytes == metainfo.info_bytes
+    assert same_tree(release, tmp_path / "m" / release.name)
+
+
+async def test_interrupted_download_resumes_without_refetching_verified_pieces(
+    make_release: Callable[..., Path], tmp_path: Path
+) -> None:
+    release = make_release(sizes=(8_000_000,))
+    metainfo = create_torrent(release, version="v1", piece_length=32768)
+    target = tmp_path / "resume"
+    async with Client(host=LOOPBACK) as seeder:
+        await seeder.seed(metainfo, release.parent)
+        async with Client(host=LOOPBACK) as leecher:
+            torrent = await leecher.add_torrent(metainfo, target, peers=[(LOOPBACK, seeder.port)])
+            with trio.fail_after(30):
+                while torrent.have is None or torrent.have.count < metainfo.num_pieces // 3:
+                    await trio.sleep(0)
+        assert torrent.have is not None
+        verified_before = torrent.have.count
+        assert not (target / release.name).exists()
+        async with Client(host=LOOPBACK) as leecher:
+            again = await leecher.add_torrent(metainfo, target, peers=[(LOOPBACK, seeder.port)])
+            assert again.have is not None and again.have.count >= verified_before
+            missing = [i for i in range(metainfo.num_pieces) if not again.have.has(i)]
+            with trio.fail_after(60):
+                await again.complete.wait()
+            second_run = sum(again.bytes_from_peer.values())
+    assert (target / release.name).read_bytes() == release.read_bytes()
+    assert second_run == sum(metainfo.piece_size(index) for index in missing)
+
+
+async def test_seeding_wrong_data_is_refused(
+    make_release: Callable[..., Path], tmp_path: Path
+) -> None:
+    release = make_release(sizes=(100_000,))
+    metainfo = create_torrent(release, version="v1")
+    release.write_bytes(b"x" * 100_000)
+    async with Client(host=LOOPBACK) as seeder:
+        with pytest.raises(Exception, match="does not match"):
+            await seeder.seed(metainfo, release.parent)

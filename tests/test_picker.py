@@ -1,0 +1,130 @@
+"""The piece picker: rarest first, partial pieces first, endgame, and recovery."""
+
+from __future__ import annotations
+
+import random
+
+from opendistro.bitfield import Bitfield
+from opendistro.swarm.picker import BLOCK_SIZE, PiecePicker
+
+PIECE = 4 * BLOCK_SIZE
+
+
+def make_picker(num_pieces: int = 8, total: int | None = None, **kwargs: object) -> PiecePicker:
+    total = num_pieces * PIECE if total is None else total
+    return PiecePicker(
+        num_pieces, piece_length=PIECE, total_length=total, rng=random.Random(7), **kwargs
+    )
+
+
+def bits(length: int, indices: list[int]) -> Bitfield:
+    field = Bitfield(length)
+    for index in indices:
+        field.set(index)
+    return field
+
+
+def test_rarest_piece_is_started_first() -> None:
+    picker = make_picker()
+    common = bits(8, list(range(8)))
+    for _ in range(3):
+        picker.peer_has_bitfield(common)
+    picker.peer_has_bitfield(bits(8, [5]))  # piece 5 now the most common
+    for index in range(8):
+        if index != 2:
+            picker.peer_has(index)  # piece 2 now the rarest
+    blocks = picker.pick("a", common, 1)
+    assert blocks == [(2, 0, BLOCK_SIZE)]
+
+
+def test_partial_piece_is_finished_before_a_new_one_starts() -> None:
+    picker = make_picker()
+    everything = bits(8, list(range(8)))
+    picker.peer_has_bitfield(everything)
+    first = picker.pick("a", everything, 2)
+    assert {index for index, _, _ in first} == {first[0][0]}
+    following = picker.pick("b", everything, 2)
+    assert {index for index, _, _ in following} == {first[0][0]}
+
+
+def test_last_piece_and_block_are_short() -> None:
+    total = 2 * PIECE + BLOCK_SIZE + 100
+    picker = make_picker(num_pieces=3, total=total)
+    only_last = bits(3, [2])
+    picker.peer_has_bitfield(only_last)
+    blocks = picker.pick("a", only_last, 10)
+    assert blocks == [(2, 0, BLOCK_SIZE), (2, BLOCK_SIZE, 100)]
+
+
+def test_a_piece_completes_once_every_block_arrived() -> None:
+    picker = make_picker(num_pieces=1)
+    has = bits(1, [0])
+    blocks = picker.pick("a", has, 10)
+    assert len(blocks) == 4
+    for block in blocks[:-1]:
+        assert picker.block_received("a", block) == (True, set())
+        assert not picker.piece_complete(0)
+    picker.block_received("a", blocks[-1])
+    assert picker.piece_complete(0)
+    picker.piece_verified(0)
+    assert picker.complete and picker.have.has(0)
+
+
+def test_endgame_asks_a_second_peer_and_reports_whom_to_cancel() -> None:
+    picker = make_picker(num_pieces=1)
+    has = bits(1, [0])
+    first = picker.pick("slow", has, 10)
+    assert picker.in_endgame
+    duplicates = picker.pick("fast", has, 10)
+    assert sorted(duplicates) == sorted(first)
+    new, cancel = picker.block_received("fast", duplicates[0])
+    assert new and cancel == {"slow"}
+    again, _ = picker.block_received("slow", duplicates[0])
+    assert not again
+
+
+def test_failed_piece_is_downloaded_again() -> None:
+    picker = make_picker(num_pieces=1)
+    has = bits(1, [0])
+    for block in picker.pick("a", has, 10):
+        picker.block_received("a", block)
+    picker.piece_failed(0)
+    assert not picker.complete
+    assert len(picker.pick("b", has, 10)) == 4
+
+
+def test_departed_peer_releases_its_requests_and_availability() -> None:
+    picker = make_picker(num_pieces=2)
+    has = bits(2, [0, 1])
+    picker.peer_has_bitfield(has)
+    taken = picker.pick("gone", has, 4)
+    released = picker.peer_lost("gone", has)
+    assert sorted(released) == sorted(taken)
+    assert picker.availability(0) == 0
+    assert sorted(picker.pick("other", has, 4)) == sorted(taken)
+
+
+def test_rejected_request_can_be_picked_again() -> None:
+    picker = make_picker(num_pieces=1)
+    has = bits(1, [0])
+    blocks = picker.pick("a", has, 1)
+    picker.request_failed("a", blocks[0])
+    assert picker.pick("b", has, 1) == blocks
+
+
+def test_padding_blocks_are_never_requested() -> None:
+    # one piece whose last two blocks are BEP 47 padding
+    picker = make_picker(num_pieces=2, padding=[(2 * BLOCK_SIZE, PIECE)])
+    has = bits(2, [0])
+    blocks = picker.pick("a", has, 10)
+    assert blocks == [(0, 0, BLOCK_SIZE), (0, BLOCK_SIZE, BLOCK_SIZE)]
+    for block in blocks:
+        picker.block_received("a", block)
+    assert picker.piece_complete(0)
+
+
+def test_peer_without_wanted_pieces_is_not_interesting() -> None:
+    picker = make_picker(num_pieces=2, have=bits(2, [0]))
+    assert not picker.interesting(bits(2, [0]))
+    assert picker.interesting(bits(2, [1]))
+    assert picker.pick("a", bits(2, [0]), 5) == []

@@ -1,0 +1,157 @@
+"""The pure tracker registry (explicit time) and its SQLite store (real files)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from opendistro.errors import TrackerError
+from opendistro.tracker.protocol import AnnounceEvent, AnnounceRequest, ScrapeStats
+from opendistro.tracker.registry import TrackerRegistry
+from opendistro.tracker.store import TrackerStore, snapshot_registry
+
+HASH_A = b"A" * 20
+HASH_B = b"B" * 20
+
+
+def peer_id(n: int) -> bytes:
+    return f"-OD0001-{n:012d}".encode()
+
+
+def announce(
+    registry: TrackerRegistry,
+    n: int,
+    *,
+    now: float = 0.0,
+    left: int = 100,
+    event: AnnounceEvent = AnnounceEvent.NONE,
+    info_hash: bytes = HASH_A,
+    numwant: int = 50,
+    ip: str | None = None,
+) -> tuple[tuple[str, int], ...]:
+    request = AnnounceRequest(
+        info_hash, peer_id(n), 10_000 + n, left=left, event=event, numwant=numwant
+    )
+    return registry.announce(request, ip or f"127.0.0.{n % 250 + 1}", now).peers
+
+
+def make_registry(**kwargs: object) -> TrackerRegistry:
+    return TrackerRegistry(rng=random.Random(7), **kwargs)  # type: ignore[arg-type]
+
+
+def test_peers_see_each_other_but_never_themselves() -> None:
+    registry = make_registry()
+    assert announce(registry, 1) == ()
+    assert announce(registry, 2) == (("127.0.0.2", 10_001),)
+    assert announce(registry, 1) == (("127.0.0.3", 10_002),)
+
+
+def test_seeders_are_not_sent_seeders() -> None:
+    registry = make_registry()
+    announce(registry, 1, left=0)
+    announce(registry, 2, left=0)
+    announce(registry, 3, left=50)
+    seen_by_seed = announce(registry, 1, left=0)
+    assert seen_by_seed == (("127.0.0.4", 10_003),)
+    assert len(announce(registry, 3, left=50)) == 2
+
+
+def test_numwant_is_capped_and_sampled() -> None:
+    registry = make_registry(max_numwant=20)
+    for n in range(60):
+        announce(registry, n)
+    answer = announce(registry, 100, numwant=1000)
+    assert len(answer) == 20
+    assert len(set(answer)) == 20
+    answers = {announce(registry, 100, numwant=5) for _ in range(10)}
+    assert len(answers) > 1  # a random sample, not always the same first peers
+
+
+def test_stopped_removes_and_completed_counts_once() -> None:
+    registry = make_registry()
+    announce(registry, 1, event=AnnounceEvent.STARTED)
+    announce(registry, 2, event=AnnounceEvent.STARTED)
+    announce(registry, 1, left=0, event=AnnounceEvent.COMPLETED)
+    announce(registry, 1, left=0, event=AnnounceEvent.COMPLETED)  # repeated: not counted again
+    assert registry.scrape([HASH_A]) == {HASH_A: ScrapeStats(1, 1, 1)}
+    announce(registry, 2, event=AnnounceEvent.STOPPED)
+    assert registry.scrape([HASH_A]) == {HASH_A: ScrapeStats(1, 1, 0)}
+    assert announce(registry, 3) == (("127.0.0.2", 10_001),)
+
+
+def test_peers_expire_after_ttl_with_explicit_time() -> None:
+    registry = make_registry(interval=100, peer_ttl=200)
+    announce(registry, 1, now=0)
+    announce(registry, 2, now=150)
+    assert registry.expire(now=199) == 0
+    assert registry.expire(now=201) == 1
+    assert announce(registry, 3, now=210) == (("127.0.0.3", 10_002),)
+    assert registry.expire(now=1000) == 2
+    assert registry.stats().torrents == 0
+
+
+def test_default_ttl_is_two_intervals() -> None:
+    assert make_registry(interval=300).peer_ttl == 600
+
+
+def test_allow_list_refuses_unknown_torrents() -> None:
+    registry = make_registry(allow_list=[HASH_A])
+    announce(registry, 1)
+    with pytest.raises(TrackerError, match="not tracked"):
+        announce(registry, 1, info_hash=HASH_B)
+    assert registry.scrape([HASH_B]) == {}
+    assert registry.stats().torrents == 1
+
+
+def test_scrape_all_and_stats() -> None:
+    registry = make_registry()
+    announce(registry, 1, left=0)
+    announce(registry, 2, info_hash=HASH_B)
+    announce(registry, 2, info_hash=HASH_B, left=0, event=AnnounceEvent.COMPLETED)
+    announce(registry, 3, info_hash=HASH_B)
+    assert registry.scrape() == {HASH_A: ScrapeStats(1, 0, 0), HASH_B: ScrapeStats(1, 1, 1)}
+    stats = registry.stats()
+    assert (stats.torrents, stats.seeders, stats.leechers, stats.completed) == (2, 2, 1, 1)
+
+
+def test_swarm_size_is_bounded() -> None:
+    registry = make_registry(max_peers_per_swarm=3)
+    for n in range(10):
+        announce(registry, n)
+    assert registry.scrape([HASH_A])[HASH_A].incomplete == 3
+    assert len(announce(registry, 99)) == 3  # a newcomer still gets peers
+
+
+def test_store_round_trip_through_sqlite_file(tmp_path: Path) -> None:
+    registry = make_registry()
+    announce(registry, 1, now=5.0, left=0)
+    announce(registry, 2, now=6.0, info_hash=HASH_B, event=AnnounceEvent.COMPLETED, left=0)
+    announce(registry, 2, now=7.0, info_hash=HASH_B, event=AnnounceEvent.STOPPED)
+    store = TrackerStore(tmp_path / "tracker.db")
+    store.save(snapshot_registry(registry))
+
+    restored = make_registry()
+    TrackerStore.restore_into(restored, TrackerStore(tmp_path / "tracker.db").load())
+    assert restored.scrape() == registry.scrape()
+    swarm = restored.swarm(HASH_A)
+    assert swarm is not None
+    record = swarm.peers[peer_id(1)]
+    assert (record.ip, record.port, record.left, record.last_seen) == ("127.0.0.2", 10_001, 0, 5.0)
+    # the swarm of HASH_B has no peers left but keeps its completed count
+    assert restored.scrape([HASH_B]) == {HASH_B: ScrapeStats(0, 1, 0)}
+
+    # a second save replaces, not appends
+    announce(registry, 1, now=8.0, event=AnnounceEvent.STOPPED)
+    store.save(snapshot_registry(registry))
+    assert [s.info_hash for s in store.load()] == [HASH_B]
+
+
+def test_store_reports_unusable_file_as_storage_error(tmp_path: Path) -> None:
+    from opendistro.errors import StorageError
+
+    bad = tmp_path / "not-a-db"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StorageError):
+        TrackerStore(bad).load()
