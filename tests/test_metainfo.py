@@ -414,3 +414,9 @@ def test_limits_on_file_count_and_piece_count() -> None:
     info = {b"name": b"big", b"piece length": 16 * KIB, b"meta version": 2, b"file tree": tree}
     with pytest.raises(MetainfoError, match="pieces"):
         Metainfo.from_bytes(bencode.encode({b"info": info}))
+
+
+def test_newer_meta_version_is_reported_before_other_defects() -> None:
+    info = {b"meta version": 3, b"something new": b"x"}
+    with pytest.raises(MetainfoError, match="meta version 3"):
+        Metainfo.from_bytes(bencode.encode({b"info": info}))

@@ -59,6 +59,7 @@ def test_last_piece_and_block_are_short() -> None:
 def test_a_piece_completes_once_every_block_arrived() -> None:
     picker = make_picker(num_pieces=1)
     has = bits(1, [0])
+    picker.peer_has_bitfield(has)
     blocks = picker.pick("a", has, 10)
     assert len(blocks) == 4
     for block in blocks[:-1]:
@@ -73,6 +74,7 @@ def test_a_piece_completes_once_every_block_arrived() -> None:
 def test_endgame_asks_a_second_peer_and_reports_whom_to_cancel() -> None:
     picker = make_picker(num_pieces=1)
     has = bits(1, [0])
+    picker.peer_has_bitfield(has)
     first = picker.pick("slow", has, 10)
     assert picker.in_endgame
     duplicates = picker.pick("fast", has, 10)
@@ -86,6 +88,7 @@ def test_endgame_asks_a_second_peer_and_reports_whom_to_cancel() -> None:
 def test_failed_piece_is_downloaded_again() -> None:
     picker = make_picker(num_pieces=1)
     has = bits(1, [0])
+    picker.peer_has_bitfield(has)
     for block in picker.pick("a", has, 10):
         picker.block_received("a", block)
     picker.piece_failed(0)
@@ -107,6 +110,7 @@ def test_departed_peer_releases_its_requests_and_availability() -> None:
 def test_rejected_request_can_be_picked_again() -> None:
     picker = make_picker(num_pieces=1)
     has = bits(1, [0])
+    picker.peer_has_bitfield(has)
     blocks = picker.pick("a", has, 1)
     picker.request_failed("a", blocks[0])
     assert picker.pick("b", has, 1) == blocks
@@ -116,6 +120,7 @@ def test_padding_blocks_are_never_requested() -> None:
     # one piece whose last two blocks are BEP 47 padding
     picker = make_picker(num_pieces=2, padding=[(2 * BLOCK_SIZE, PIECE)])
     has = bits(2, [0])
+    picker.peer_has_bitfield(has)
     blocks = picker.pick("a", has, 10)
     assert blocks == [(0, 0, BLOCK_SIZE), (0, BLOCK_SIZE, BLOCK_SIZE)]
     for block in blocks:
@@ -128,3 +133,20 @@ def test_peer_without_wanted_pieces_is_not_interesting() -> None:
     assert not picker.interesting(bits(2, [0]))
     assert picker.interesting(bits(2, [1]))
     assert picker.pick("a", bits(2, [0]), 5) == []
+
+
+def test_pieces_no_peer_announced_are_never_picked() -> None:
+    picker = make_picker(num_pieces=2)
+    # the peer claims piece 1 but its announcement was never counted
+    assert picker.pick("a", bits(2, [1]), 4) == []
+
+
+def test_endgame_resumes_after_a_request_is_released() -> None:
+    picker = make_picker(num_pieces=1)
+    has = bits(1, [0])
+    picker.peer_has_bitfield(has)
+    picker.peer_has_bitfield(has)
+    blocks = picker.pick("a", has, 10)
+    assert picker.pick("a", has, 10) == []  # nothing to duplicate to the same peer
+    picker.request_failed("a", blocks[0])
+    assert picker.pick("a", has, 10) == [blocks[0]]

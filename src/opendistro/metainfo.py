@@ -318,8 +318,8 @@ def _check_piece_layers(
 class Metainfo:
     """A parsed torrent: the info dict (as exact bytes) plus the metadata around it."""
 
-    info_bytes: bytes
-    info: dict[bytes, Any]
+    info_bytes: bytes = dataclasses.field(repr=False)
+    info: dict[bytes, Any] = dataclasses.field(repr=False)
     version: Version
     info_hash_v1: bytes | None
     info_hash_v2: bytes | None
@@ -327,7 +327,7 @@ class Metainfo:
     piece_length: int
     total_length: int
     num_pieces: int
-    files: tuple[FileEntry, ...]
+    files: tuple[FileEntry, ...] = dataclasses.field(repr=False)
     is_multi_file: bool
     announce_tiers: list[list[str]]
     url_list: list[str]
@@ -335,7 +335,7 @@ class Metainfo:
     comment: str | None
     created_by: str | None
     creation_date: int | None
-    piece_layers: dict[bytes, bytes]
+    piece_layers: dict[bytes, bytes] = dataclasses.field(repr=False)
 
     # -- derived views ----------------------------------------------------------------
 
@@ -389,7 +389,11 @@ class Metainfo:
     # -- producing ----------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """Encode the whole .torrent with the info dict embedded byte for byte."""
+        """Encode the whole .torrent with the info dict embedded byte for byte.
+
+        Only the top-level keys modelled here are written; others found in the
+        input (``nodes``, ``httpseeds``, ...) are not carried over.
+        """
         top: dict[bytes, Any] = {}
         trackers = [url for tier in self.announce_tiers for url in tier]
         if trackers:
@@ -526,11 +530,8 @@ class Metainfo:
             raise MetainfoError(f"info dict larger than {MAX_INFO_SIZE} bytes")
         if not isinstance(info, dict):
             raise MetainfoError("'info' is not a dictionary")
-        name = _parse_name(info)
-        piece_length: int = _get(info, b"piece length", int, "info")
-        if not 0 < piece_length <= MAX_PIECE_LENGTH:
-            raise MetainfoError(f"piece length {piece_length} out of range")
-
+        # BEP 52: look at the meta version first, so a torrent from a future
+        # revision is reported as such rather than as some other defect.
         meta_version = info.get(b"meta version")
         if meta_version is None:
             if b"file tree" in info:
@@ -540,6 +541,10 @@ class Metainfo:
             raise MetainfoError(f"unsupported meta version {meta_version!r}")
         else:
             version = "hybrid" if b"pieces" in info else "v2"
+        name = _parse_name(info)
+        piece_length: int = _get(info, b"piece length", int, "info")
+        if not 0 < piece_length <= MAX_PIECE_LENGTH:
+            raise MetainfoError(f"piece length {piece_length} out of range")
         if version != "v1" and (
             piece_length < MIN_V2_PIECE_LENGTH or piece_length & (piece_length - 1)
         ):

@@ -14,6 +14,12 @@ Policy, as in every mainstream client:
 * once every missing block is requested (endgame), ask a second peer for
   blocks still outstanding, and tell the driver to cancel duplicates when one
   arrives, so the last few blocks of a download do not wait on one slow peer.
+
+The picker runs after every read from every peer, so its costs matter: pieces
+not yet started sit in buckets by availability (moving between buckets is
+O(1)), the blocks of a piece in progress that nobody was asked for sit in a
+heap, and a peer that found nothing to duplicate in endgame is not searched
+again until some request is released.
 """
 
 from __future__ import annotations
@@ -37,12 +43,43 @@ Block = tuple[int, int, int]
 PeerKey = TypeVar("PeerKey", bound=Hashable)
 
 
+class _IndexedSet:
+    """A set of ints with O(1) add, remove and random choice."""
+
+    __slots__ = ("_items", "_position")
+
+    def __init__(self) -> None:
+        self._items: list[int] = []
+        self._position: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, item: int) -> None:
+        if item not in self._position:
+            self._position[item] = len(self._items)
+            self._items.append(item)
+
+    def remove(self, item: int) -> None:
+        position = self._position.pop(item)
+        last = self._items.pop()
+        if position < len(self._items):
+            self._items[position] = last
+            self._position[last] = position
+
+    def rotated(self, start: int) -> Iterator[int]:
+        """Every item, starting at a given position and wrapping around."""
+        items = self._items
+        count = len(items)
+        for offset in range(count):
+            yield items[(start + offset) % count]
+
+
 @dataclass
 class _PieceProgress(Generic[PeerKey]):
     """Blocks of one piece being downloaded: who was asked for what, and what arrived.
 
-    ``free`` is a heap of block numbers nobody has been asked for, so picking
-    the next block costs O(log n) instead of a scan over the piece.
+    ``free`` is a heap of block numbers nobody has been asked for.
     """
 
     size: int
@@ -57,11 +94,6 @@ class _PieceProgress(Generic[PeerKey]):
     def block(self, number: int, index: int) -> Block:
         begin = number * BLOCK_SIZE
         return index, begin, min(BLOCK_SIZE, self.size - begin)
-
-    def outstanding(self) -> Iterator[int]:
-        for number in range(self.num_blocks):
-            if number not in self.received:
-                yield number
 
     def release(self, number: int) -> None:
         """Nobody is fetching this block any more: make it pickable again."""
@@ -95,14 +127,16 @@ class PiecePicker(Generic[PeerKey]):
         self.have = have if have is not None else Bitfield(num_pieces)
         self._availability = [0] * num_pieces
         self._in_progress: dict[int, _PieceProgress[PeerKey]] = {}
-        self._wanted = Bitfield(num_pieces)
-        for index in range(num_pieces):
-            if not self.have.has(index):
-                self._wanted.set(index)
+        self._missing = num_pieces - self.have.count
+        self._buckets: dict[int, _IndexedSet] = {}
+        for index in self.have.missing():
+            self._bucket(0).add(index)
         self._rng = rng or random.Random()
         self._endgame_duplicates = endgame_duplicates
         self._padding = sorted(padding)
         self._padding_starts = [start for start, _ in self._padding]
+        self._releases = 0
+        self._endgame_dry: dict[PeerKey, int] = {}
 
     # -- what peers have -------------------------------------------------
 
@@ -111,18 +145,38 @@ class PiecePicker(Generic[PeerKey]):
             return self.total_length - index * self.piece_length
         return self.piece_length
 
+    def _bucket(self, availability: int) -> _IndexedSet:
+        bucket = self._buckets.get(availability)
+        if bucket is None:
+            bucket = self._buckets[availability] = _IndexedSet()
+        return bucket
+
+    def _is_pickable(self, index: int) -> bool:
+        return not self.have.has(index) and index not in self._in_progress
+
+    def _move(self, index: int, delta: int) -> None:
+        old = self._availability[index]
+        self._availability[index] = old + delta
+        if self._is_pickable(index):
+            bucket = self._buckets[old]
+            bucket.remove(index)
+            if not bucket:
+                del self._buckets[old]
+            self._bucket(old + delta).add(index)
+
     def peer_has(self, index: int) -> None:
-        self._availability[index] += 1
+        self._move(index, +1)
 
     def peer_has_bitfield(self, bitfield: Bitfield) -> None:
         for index in bitfield:
-            self._availability[index] += 1
+            self._move(index, +1)
 
     def peer_lost(self, key: PeerKey, bitfield: Bitfield | None) -> list[Block]:
         """Forget a departed peer: its pieces no longer count, its requests are free again."""
         if bitfield is not None:
             for index in bitfield:
-                self._availability[index] -= 1
+                self._move(index, -1)
+        self._endgame_dry.pop(key, None)
         return self.release_peer_requests(key)
 
     def availability(self, index: int) -> int:
@@ -133,13 +187,18 @@ class PiecePicker(Generic[PeerKey]):
     @property
     def in_endgame(self) -> bool:
         """True when every missing block has been requested from someone."""
-        if len(self._in_progress) < self._wanted.count:
+        if len(self._in_progress) < self._missing:
             return False
         return not any(progress.free for progress in self._in_progress.values())
 
     def interesting(self, bitfield: Bitfield) -> bool:
         """Whether a peer with ``bitfield`` has any piece we still want."""
-        return any(self._wanted.has(index) for index in bitfield)
+        if bitfield.complete:
+            return self._missing > 0
+        return any(not self.have.has(index) for index in bitfield)
+
+    def wants(self, index: int) -> bool:
+        return not self.have.has(index)
 
     def pick(self, key: PeerKey, peer_has: Bitfield, count: int) -> list[Block]:
         """Up to ``count`` new blocks to request from peer ``key``, marked as requested."""
@@ -161,7 +220,11 @@ class PiecePicker(Generic[PeerKey]):
         return picked
 
     def _take_free(
-        self, key: PeerKey, index: int, progress: _PieceProgress[PeerKey], count: int,
+        self,
+        key: PeerKey,
+        index: int,
+        progress: _PieceProgress[PeerKey],
+        count: int,
         picked: list[Block],
     ) -> None:
         while progress.free and len(picked) < count:
@@ -173,6 +236,11 @@ class PiecePicker(Generic[PeerKey]):
 
     def _start_piece(self, index: int) -> _PieceProgress[PeerKey]:
         """Begin a piece; blocks lying wholly in padding count as received (they are zeros)."""
+        availability = self._availability[index]
+        bucket = self._buckets[availability]
+        bucket.remove(index)
+        if not bucket:
+            del self._buckets[availability]
         progress: _PieceProgress[PeerKey] = _PieceProgress(self.piece_size(index))
         piece_start = index * self.piece_length
         first = max(bisect.bisect_right(self._padding_starts, piece_start) - 1, 0)
@@ -189,32 +257,38 @@ class PiecePicker(Generic[PeerKey]):
         return progress
 
     def _rarest_new_piece(self, peer_has: Bitfield) -> int | None:
-        best: list[int] = []
-        best_availability = 0
-        for index in peer_has:
-            if not self._wanted.has(index) or index in self._in_progress:
+        """The rarest not-yet-started piece the peer has, ties broken at random.
+
+        Availability 0 is skipped: a piece the peer has is available at least once.
+        """
+        for availability in sorted(self._buckets):
+            if availability == 0:
                 continue
-            availability = self._availability[index]
-            if not best or availability < best_availability:
-                best, best_availability = [index], availability
-            elif availability == best_availability:
-                best.append(index)
-        return self._rng.choice(best) if best else None
+            bucket = self._buckets[availability]
+            start = self._rng.randrange(len(bucket))
+            for index in bucket.rotated(start):
+                if peer_has.has(index):
+                    return index
+        return None
 
     def _pick_endgame(
         self, key: PeerKey, peer_has: Bitfield, count: int, picked: list[Block]
     ) -> None:
+        if self._endgame_dry.get(key) == self._releases:
+            return  # nothing was released since this peer last found nothing
+        before = len(picked)
         for index, progress in self._in_progress.items():
             if not peer_has.has(index):
                 continue
-            for number in progress.outstanding():
-                askers = progress.requested.setdefault(number, set())
+            for number, askers in progress.requested.items():
                 if key in askers or len(askers) >= self._endgame_duplicates:
                     continue
                 askers.add(key)
                 picked.append(progress.block(number, index))
                 if len(picked) >= count:
                     return
+        if len(picked) == before:
+            self._endgame_dry[key] = self._releases
 
     # -- outcomes ---------------------------------------------------------
 
@@ -242,13 +316,21 @@ class PiecePicker(Generic[PeerKey]):
 
     def piece_verified(self, index: int) -> None:
         """The piece passed its hash check: we have it now."""
-        self._in_progress.pop(index, None)
+        if self.have.has(index):
+            return
+        if index in self._in_progress:
+            del self._in_progress[index]
+        else:
+            self._start_piece(index)  # leaves its bucket
+            del self._in_progress[index]
         self.have.set(index)
-        self._wanted.clear(index)
+        self._missing -= 1
 
     def piece_failed(self, index: int) -> None:
         """The piece failed its hash check: every block must be fetched again."""
-        self._in_progress.pop(index, None)
+        if self._in_progress.pop(index, None) is not None:
+            self._bucket(self._availability[index]).add(index)
+            self._releases += 1
 
     def request_failed(self, key: PeerKey, block: Block) -> None:
         """A request was rejected, timed out or dropped by a choke: free the block."""
@@ -261,6 +343,7 @@ class PiecePicker(Generic[PeerKey]):
         if askers is not None:
             askers.discard(key)
         progress.release(number)
+        self._releases += 1
 
     def release_peer_requests(self, key: PeerKey) -> list[Block]:
         """Free every block requested from ``key``; return them."""
@@ -271,11 +354,13 @@ class PiecePicker(Generic[PeerKey]):
                     askers.discard(key)
                     released.append(progress.block(number, index))
                     progress.release(number)
+        if released:
+            self._releases += 1
         return released
 
     @property
     def complete(self) -> bool:
-        return self._wanted.count == 0
+        return self._missing == 0
 
     @property
     def pieces_in_progress(self) -> int:
