@@ -62,3 +62,71 @@ def test_merkle_errors_are_typed() -> None:
     with pytest.raises(IntegrityError):
         merkle.split_layer(b"x" * 33)
     assert merkle.split_layer(b"a" * 32 + b"b" * 32) == [b"a" * 32, b"b" * 32]
+
+
+def file_piece_layer(size: int, piece_length: int) -> tuple[bytes, list[bytes], bytes]:
+    data = os.urandom(size)
+    layer = [
+        merkle.piece_hash(memoryview(data)[i : i + piece_length], piece_length)
+        for i in range(0, size, piece_length)
+    ]
+    return data, layer, merkle.root_from_piece_layer(layer, piece_length)
+
+
+@pytest.mark.parametrize("pieces", [2, 3, 5, 8, 13])
+def test_hash_requests_answered_and_verified_against_the_root(pieces: int) -> None:
+    piece_length = 4 * BLOCK
+    size = (pieces - 1) * piece_length + 1000
+    _, layer, root = file_piece_layer(size, piece_length)
+    tree = merkle.PieceLayerTree(layer, piece_length, size)
+    assert tree.root == root
+    height = merkle.tree_height(size)
+    width = 1 << (height - tree.base_height)
+    pad = merkle.zero_subtree_root(tree.base_height)
+    padded = layer + [pad] * (width - len(layer))
+    for length in (2, 4, 8, 512):
+        for index in range(0, width, length):
+            proof_layers = height - tree.base_height - 1
+            reply = tree.hashes(index, length, proof_layers)
+            got = merkle.verify_hashes(
+                root, tree.base_height, height, index, length, proof_layers, reply
+            )
+            assert got == padded[index : index + length]
+            if len(reply) > 1:
+                tampered = list(reply)
+                tampered[-1] = bytes(32)
+                with pytest.raises(IntegrityError):
+                    merkle.verify_hashes(
+                        root, tree.base_height, height, index, length, proof_layers, tampered
+                    )
+
+
+def test_whole_layer_needs_no_proof_and_short_proofs_are_refused() -> None:
+    piece_length = 2 * BLOCK
+    size = 6 * piece_length
+    _, layer, root = file_piece_layer(size, piece_length)
+    tree = merkle.PieceLayerTree(layer, piece_length, size)
+    height = merkle.tree_height(size)
+    whole = tree.hashes(0, 8, 0)
+    assert merkle.verify_hashes(root, tree.base_height, height, 0, 8, 0, whole)[:6] == layer
+    with pytest.raises(IntegrityError, match="proof"):
+        merkle.verify_hashes(root, tree.base_height, height, 2, 2, 0, tree.hashes(2, 2, 0))
+    with pytest.raises(IntegrityError):
+        tree.hashes(1, 2, 0)  # index must be a multiple of length
+    with pytest.raises(IntegrityError):
+        tree.hashes(0, 3, 0)
+    with pytest.raises(IntegrityError):
+        merkle.verify_hashes(root, tree.base_height, height, 0, 8, 0, whole[:-1])
+
+
+def test_leaf_layer_requests_with_block_sized_pieces() -> None:
+    size = 11 * BLOCK + 5
+    data, layer, root = file_piece_layer(size, BLOCK)
+    assert layer == merkle.block_hashes(data)
+    tree = merkle.PieceLayerTree(layer, BLOCK, size)
+    height = merkle.tree_height(size)
+    assert tree.base_height == 0 and height == 4
+    reply = tree.hashes(8, 4, 3)
+    assert merkle.verify_hashes(root, 0, height, 8, 4, 3, reply) == [*layer[8:12], bytes(32)][:4]
+    # 4 base hashes + uncles at heights 2 and 3 (height 1 is implied by the base).
+    assert len(reply) == 4 + 2

@@ -101,7 +101,7 @@ def _pad_entry(offset: int, length: int) -> FileEntry:
     return FileEntry((".pad", str(length)), length, offset, True, None, "p")
 
 
-def layout_files(
+def _layout_files(
     files: Sequence[_RawFile], piece_length: int, *, align: bool
 ) -> tuple[FileEntry, ...]:
     """Lay files end to end; with ``align`` pad every file to a piece boundary.
@@ -259,8 +259,8 @@ def _merge_hybrid(
     v1_files: list[_RawFile], v2_files: list[_RawFile], piece_length: int
 ) -> tuple[FileEntry, ...]:
     """Use the v1 layout (explicit pad files) and attach the v2 roots, checking they agree."""
-    v1_layout = layout_files(v1_files, piece_length, align=False)
-    v2_layout = layout_files(v2_files, piece_length, align=True)
+    v1_layout = _layout_files(v1_files, piece_length, align=False)
+    v2_layout = _layout_files(v2_files, piece_length, align=True)
     v1_data = [entry for entry in v1_layout if not entry.is_padding]
     v2_data = [entry for entry in v2_layout if not entry.is_padding]
     if len(v1_data) != len(v2_data):
@@ -552,12 +552,12 @@ class Metainfo:
 
         if version == "v1":
             v1_files, is_multi = _parse_v1_files(info, name)
-            files = layout_files(v1_files, piece_length, align=False)
+            files = _layout_files(v1_files, piece_length, align=False)
         elif version == "v2":
             if b"files" in info or b"length" in info:
                 raise MetainfoError("v2 torrent has v1 file fields but no 'pieces'")
             v2_files, is_multi = _parse_v2_files(info)
-            files = layout_files(v2_files, piece_length, align=True)
+            files = _layout_files(v2_files, piece_length, align=True)
         else:
             v1_files, is_multi = _parse_v1_files(info, name)
             v2_files, v2_multi = _parse_v2_files(info)

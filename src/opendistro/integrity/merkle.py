@@ -7,6 +7,11 @@ bytes, so a padded subtree of height ``h`` always has the same root,
 :func:`zero_subtree_root` ``(h)``; we compute those once instead of hashing
 zeros. The *piece layer* is the layer whose nodes each cover one piece; a
 torrent ships it so a single piece can be checked without the whole file.
+
+A torrent fetched through a magnet link has no piece layers; they come from
+peers in BEP 52 ``hash request``/``hashes`` messages. :class:`PieceLayerTree`
+answers such requests and :func:`verify_hashes` checks a reply against the
+file's root before anything trusts it.
 """
 
 from __future__ import annotations
@@ -19,12 +24,15 @@ from ..errors import IntegrityError
 __all__ = [
     "BLOCK_SIZE",
     "HASH_SIZE",
+    "PieceLayerTree",
     "block_hashes",
     "merkle_root",
     "piece_hash",
     "root_from_piece_layer",
     "single_piece_root",
     "split_layer",
+    "tree_height",
+    "verify_hashes",
     "zero_subtree_root",
 ]
 
@@ -107,3 +115,116 @@ def split_layer(layer: bytes) -> list[bytes]:
     if len(layer) % HASH_SIZE:
         raise IntegrityError("piece layer length is not a multiple of 32")
     return [layer[i : i + HASH_SIZE] for i in range(0, len(layer), HASH_SIZE)]
+
+
+def tree_height(file_length: int) -> int:
+    """Height of a file's merkle tree: leaves are its 16 KiB blocks rounded up to 2**h."""
+    if file_length <= 0:
+        raise IntegrityError("empty files have no merkle tree")
+    return _height_for(-(-file_length // BLOCK_SIZE))
+
+
+class PieceLayerTree:
+    """The upper part of one file's tree, from its piece layer to the root.
+
+    Built once from a (verified) piece layer, it answers BEP 52 ``hash request``
+    messages whose base layer is the piece layer. Memory is about two hashes per
+    piece of the file.
+    """
+
+    def __init__(self, piece_layer: Sequence[bytes], piece_length: int, file_length: int) -> None:
+        self.base_height = _height_for(piece_length // BLOCK_SIZE)
+        self.height = max(tree_height(file_length), self.base_height)
+        width = 1 << (self.height - self.base_height)
+        if not 0 < len(piece_layer) <= width:
+            raise IntegrityError("piece layer does not fit the file's tree")
+        layer = list(piece_layer)
+        layer.extend([_ZERO_ROOTS[self.base_height]] * (width - len(layer)))
+        self._layers: list[list[bytes]] = [layer]
+        sha256 = hashlib.sha256
+        while len(layer) > 1:
+            layer = [sha256(layer[i] + layer[i + 1]).digest() for i in range(0, len(layer), 2)]
+            self._layers.append(layer)
+
+    @property
+    def root(self) -> bytes:
+        return self._layers[-1][0]
+
+    def hashes(self, index: int, length: int, proof_layers: int) -> list[bytes]:
+        """The payload of a ``hashes`` reply: base hashes, then uncles towards the root."""
+        base = self._layers[0]
+        _check_request(len(base), index, length, proof_layers)
+        result = base[index : index + min(length, len(base))]
+        for height, node in _uncle_positions(len(base), index, length, proof_layers):
+            result.append(self._layers[height][node])
+        return result
+
+
+def _check_request(width: int, index: int, length: int, proof_layers: int) -> None:
+    # BEP 52: length is a power of two of at least 2 (one node only when the whole
+    # layer is one node) and index a multiple of it.
+    if length < min(2, width) or length & (length - 1):
+        raise IntegrityError(f"bad hash request length {length}")
+    if index < 0 or index % length or index >= width:
+        raise IntegrityError(f"bad hash request index {index}")
+    if proof_layers < 0:
+        raise IntegrityError("negative proof layer count")
+
+
+def _uncle_positions(
+    width: int, index: int, length: int, proof_layers: int
+) -> list[tuple[int, int]]:
+    """(height above the base, node) of each uncle a reply carries, lowest first.
+
+    BEP 52: proof layer ``j`` holds the sibling of the base range's ancestor ``j``
+    layers up. Those below the range's own subtree root are implied by the base
+    hashes and omitted (the first ``log2(length) - 1``); the root has no sibling.
+    """
+    top = width.bit_length() - 1
+    subtree = min(length.bit_length() - 1, top)
+    return [
+        (height, (index >> height) ^ 1)
+        for height in range(max(subtree, 1), min(proof_layers, top - 1) + 1)
+    ]
+
+
+def verify_hashes(
+    root: bytes,
+    base_height: int,
+    height: int,
+    index: int,
+    length: int,
+    proof_layers: int,
+    hashes: Sequence[bytes],
+) -> list[bytes]:
+    """Check a ``hashes`` reply against a file's root and return its base hashes.
+
+    ``base_height`` is the requested layer above the blocks and ``height`` the
+    tree's height (:func:`tree_height`). The proof must reach the root: ask for
+    the whole layer, or for at least ``height - base_height - 1`` proof layers.
+    Base hashes past the end of the file are the roots of all-zero subtrees.
+    Raises IntegrityError when anything does not add up.
+    """
+    if not 0 <= base_height <= height:
+        raise IntegrityError("base layer above the root")
+    width = 1 << (height - base_height)
+    _check_request(width, index, length, proof_layers)
+    top = height - base_height
+    subtree = min(length.bit_length() - 1, top)
+    count = min(length, width)
+    uncles = _uncle_positions(width, index, length, proof_layers)
+    if subtree + len(uncles) < top:
+        raise IntegrityError("proof does not reach the root; request more proof layers")
+    if len(hashes) != count + len(uncles) or any(len(h) != HASH_SIZE for h in hashes):
+        raise IntegrityError("hashes reply has the wrong number or size of hashes")
+    base = list(hashes[:count])
+    node = merkle_root(base, subtree, base=base_height)
+    position = index >> subtree
+    sha256 = hashlib.sha256
+    for uncle in hashes[count:]:
+        pair = node + uncle if position % 2 == 0 else uncle + node
+        node = sha256(pair).digest()
+        position >>= 1
+    if node != root:
+        raise IntegrityError("hashes do not lead to the file's root")
+    return base

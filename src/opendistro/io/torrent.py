@@ -64,6 +64,12 @@ OUR_EXTENSIONS = {"ut_metadata": 3}
 """BEP 10 message ids we assign to the extensions we speak."""
 
 RESUME_SAVE_INTERVAL = 5.0
+MAX_UNVERIFIED_BYTES = 32 << 20
+"""Stop requesting while this much downloaded data waits for its hash check.
+
+Loopback peers deliver faster than two cores can hash; without this bound the
+queue of complete-but-unchecked pieces, and so memory, grows with the release.
+"""
 TRACKER_RETRY = 15.0
 MAX_HASH_FAILURES_PER_PEER = 3
 
@@ -505,6 +511,9 @@ class Torrent:
         has = peer.connection.peer_has
         if self.picker is None or has is None or self.state is not TorrentState.DOWNLOADING:
             return []
+        assert self.metainfo is not None
+        if self._verifying * self.metainfo.piece_length > MAX_UNVERIFIED_BYTES:
+            return []  # the hash check is behind; _verify_piece refills when it catches up
         return self.picker.pick(peer, has, count)
 
     def request_failed(self, peer: PeerSession, block: Block) -> None:
