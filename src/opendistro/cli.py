@@ -19,7 +19,16 @@ import trio
 
 from . import __version__
 from .create import create_torrent
-from .errors import ConfigError, DownloadError, OpenDistroError
+from .errors import (
+    ConfigError,
+    DownloadError,
+    MagnetError,
+    MetainfoError,
+    OpenDistroError,
+    StorageError,
+    TrackerError,
+    UnsafePathError,
+)
 from .io.client import Client
 from .io.torrent import Torrent, TorrentState, directory_of
 from .magnet import MagnetLink
@@ -201,6 +210,11 @@ async def _seed(args: argparse.Namespace) -> int:
 
 async def _get(args: argparse.Namespace) -> int:
     started = time.monotonic()
+    source: MagnetLink | Metainfo
+    if args.source.startswith("magnet:"):
+        source = MagnetLink.parse(args.source)
+    else:
+        source = Metainfo.from_file(args.source)
     args.output.mkdir(parents=True, exist_ok=True)
     async with Client(
         host=args.host,
@@ -208,13 +222,10 @@ async def _get(args: argparse.Namespace) -> int:
         encryption=EncryptionPolicy(args.encryption),
         log=_log_to_stderr(args.verbose),
     ) as client:
-        if args.source.startswith("magnet:"):
-            torrent = await client.add_magnet(
-                MagnetLink.parse(args.source), args.output, peers=args.peer
-            )
+        if isinstance(source, MagnetLink):
+            torrent = await client.add_magnet(source, args.output, peers=args.peer)
         else:
-            metainfo = Metainfo.from_file(args.source)
-            torrent = await client.add_torrent(metainfo, args.output, peers=args.peer)
+            torrent = await client.add_torrent(source, args.output, peers=args.peer)
         printer = None if args.json else ProgressPrinter(sys.stderr)
         await _wait_with_progress(torrent, printer)
         if torrent.error is not None:
@@ -263,6 +274,25 @@ async def _keep_seeding(torrent: Torrent, ratio: float | None, seconds: float | 
         await trio.sleep(0.5)
 
 
+_ERROR_LABELS: tuple[tuple[type[BaseException], str], ...] = (
+    (MagnetError, "invalid magnet link"),
+    (UnsafePathError, "unsafe path"),
+    (MetainfoError, "invalid torrent"),
+    (TrackerError, "tracker failed"),
+    (StorageError, "storage"),
+    (DownloadError, "download failed"),
+    (ConfigError, "bad setting"),
+)
+
+
+def _describe_error(exc: BaseException) -> str:
+    """One line that says what kind of thing went wrong, then the details."""
+    for kind, label in _ERROR_LABELS:
+        if isinstance(exc, kind):
+            return f"{label}: {exc}"
+    return str(exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -279,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (OpenDistroError, OSError) as exc:
-        message = f"opendistro {args.command}: error: {exc}"
+        message = f"opendistro {args.command}: error: {_describe_error(exc)}"
         if getattr(args, "json", False):
             print(json.dumps({"ok": False, "error": str(exc), "type": type(exc).__name__}))
         print(message, file=sys.stderr)

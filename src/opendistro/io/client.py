@@ -112,10 +112,13 @@ class Client:
             torrent.stopped.set()
         self._nursery.cancel_scope.cancel()
         try:
-            return await self._stack.__aexit__(exc_type, exc, traceback)
+            # The body's own exception is not fed to the nursery, so it reaches the
+            # caller as it was raised rather than wrapped in an ExceptionGroup.
+            await self._stack.__aexit__(None, None, None)
         finally:
             for torrent in self.torrents:
                 torrent.close()
+        return None
 
     def _require_running(self) -> trio.Nursery:
         if self._nursery is None:
