@@ -157,3 +157,65 @@ async def test_seeding_wrong_data_is_refused(
     async with Client(host=LOOPBACK) as seeder:
         with pytest.raises(Exception, match="does not match"):
             await seeder.seed(metainfo, release.parent)
+
+
+async def test_peers_meet_through_the_udp_tracker(
+    make_release: Callable[..., Path], tmp_path: Path
+) -> None:
+    release = make_release(sizes=(400_000,))
+    tracker = TrackerServer(host=LOOPBACK, port=0, interval=2, min_interval=1)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(tracker.serve)
+        metainfo = create_torrent(release, version="v1", trackers=[tracker.udp_url])
+        async with Client(host=LOOPBACK) as seeder, Client(host=LOOPBACK) as leecher:
+            await seeder.seed(metainfo, release.parent)
+            torrent = await leecher.add_torrent(metainfo, tmp_path / "udp")
+            with trio.fail_after(30):
+                await torrent.complete.wait()
+            assert torrent.bytes_by_peer_id[seeder.peer_id] >= 400_000
+        nursery.cancel_scope.cancel()
+    assert (tmp_path / "udp" / release.name).read_bytes() == release.read_bytes()
+
+
+async def test_cancelling_a_download_leaves_no_partial_file_at_the_final_path(
+    make_release: Callable[..., Path], tmp_path: Path
+) -> None:
+    release = make_release(sizes=(6_000_000,))
+    metainfo = create_torrent(release, version="hybrid", piece_length=32768)
+    target = tmp_path / "cancelled"
+    async with Client(host=LOOPBACK) as seeder:
+        await seeder.seed(metainfo, release.parent)
+        with trio.CancelScope() as scope:
+            async with Client(host=LOOPBACK) as leecher:
+                torrent = await leecher.add_torrent(
+                    metainfo, target, peers=[(LOOPBACK, seeder.port)]
+                )
+                while torrent.have is None or torrent.have.count < 10:
+                    await trio.sleep(0)
+                scope.cancel()
+        assert scope.cancelled_caught
+        assert not torrent.complete.is_set()
+        assert not (target / release.name).exists()
+        # the seeder noticed the departure and keeps serving
+        with trio.fail_after(10):
+            while seeder.torrents[0].peers:
+                await trio.sleep(0.01)
+
+
+async def test_progress_reports_until_complete(
+    make_release: Callable[..., Path], tmp_path: Path
+) -> None:
+    release = make_release(sizes=(3_000_000,))
+    metainfo = create_torrent(release, version="v1", piece_length=32768)
+    async with Client(host=LOOPBACK) as seeder, Client(host=LOOPBACK) as leecher:
+        await seeder.seed(metainfo, release.parent)
+        peers = [(LOOPBACK, seeder.port)]
+        torrent = await leecher.add_torrent(metainfo, tmp_path / "p", peers=peers)
+        seen = []
+        with trio.fail_after(30):
+            async for status in torrent.progress(interval=0.01):
+                seen.append(status)
+    assert seen[-1].state is TorrentState.SEEDING
+    assert seen[-1].verified_bytes == seen[-1].total_bytes == 3_000_000
+    fractions = [status.fraction for status in seen]
+    assert fractions == sorted(fractions)

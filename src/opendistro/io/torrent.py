@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import collections
 import enum
+import ipaddress
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -179,6 +181,14 @@ class Torrent:
             hash_failures=self.hash_failures,
             error=self.error,
         )
+
+    async def progress(self, interval: float = 0.5) -> AsyncIterator[TorrentStatus]:
+        """Yield a status snapshot every ``interval`` seconds, and a last one when complete."""
+        while not self.complete.is_set():
+            yield self.status()
+            with trio.move_on_after(interval):
+                await self.complete.wait()
+        yield self.status()
 
     def have_piece(self, index: int) -> bool:
         return self.have is not None and 0 <= index < len(self.have) and self.have.has(index)
@@ -432,6 +442,7 @@ class Torrent:
                     p=self.client.port,
                     reqq=500,
                     metadata_size=size,
+                    yourip=_packed_address(peer.address[0]),
                 )
             )
         self._count_availability(peer)
@@ -672,6 +683,14 @@ class Torrent:
             peer.connection.set_num_pieces(self.metainfo.num_pieces)
             self._count_availability(peer)
         self._refill_all()
+
+
+def _packed_address(host: str) -> bytes | None:
+    """The peer's address as BEP 10 ``yourip`` wants it (4 or 16 bytes), if it is an IP."""
+    try:
+        return ipaddress.ip_address(host).packed
+    except ValueError:
+        return None
 
 
 def directory_of(path: os.PathLike[str] | str, name: str) -> Path:
