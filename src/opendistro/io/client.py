@@ -25,6 +25,7 @@ from .. import __version__
 from ..errors import ConfigError, EncryptionError, OpenDistroError
 from ..magnet import MagnetLink
 from ..metainfo import Metainfo
+from ..swarm.session import SessionConfig
 from ..wire.connection import PeerConnection
 from ..wire.messages import Handshake
 from ..wire.mse import EncryptionPolicy
@@ -56,7 +57,8 @@ class Client:
         port: int = 0,
         encryption: EncryptionPolicy = EncryptionPolicy.PREFER,
         max_peers_per_torrent: int = 50,
-        upload_slots: int = 20,
+        upload_slots: int = 4,
+        session_config: SessionConfig | None = None,
         peer_id: bytes | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
@@ -68,7 +70,7 @@ class Client:
         self.port = port
         self.encryption = encryption
         self.max_peers_per_torrent = max_peers_per_torrent
-        self.upload_slots = upload_slots
+        self.session_config = session_config or SessionConfig(upload_slots=upload_slots)
         self.peer_id = peer_id or make_peer_id()
         self.user_agent = f"opendistro {__version__}"
         self._log = log

@@ -1,11 +1,10 @@
 """One torrent inside a running client: its data, its peers, and its trackers.
 
-This is the trio-side owner of the sans-I/O pieces: the picker decides what to
-request, :class:`~opendistro.integrity.pieces.PieceVerifier` decides whether a
-piece is good, :class:`~opendistro.storage.files.FileStorage` reads and writes
-it. Blocks are assembled in memory per piece and written once, after the hash
-check, so nothing unverified ever reaches disk outside the staging area and
-memory stays bounded by the pieces in flight.
+This is the trio driver of the sans-I/O pieces: the swarm session decides what
+to send, request and upload; the piece verifier decides whether a piece is
+good; file storage reads and writes it. Blocks are assembled in memory per
+piece and written once, after the hash check, so nothing unverified ever
+reaches disk and memory stays bounded by the pieces in flight.
 """
 
 from __future__ import annotations
@@ -29,10 +28,20 @@ from ..metainfo import Metainfo
 from ..storage.check import check_pieces
 from ..storage.files import FileStorage
 from ..storage.resume import ResumeStore
-from ..swarm.picker import Block, PiecePicker
+from ..swarm.session import (
+    Action,
+    DropPeer,
+    SendMessage,
+    ServeBlock,
+    StoreBlock,
+    SwarmComplete,
+    SwarmSession,
+    VerifyPiece,
+)
 from ..tracker.client import announce
 from ..tracker.protocol import AnnounceEvent, AnnounceRequest
 from ..tracker.tiers import TrackerTiers
+from ..wire.connection import Event
 from ..wire.extensions.handshake import ExtensionHandshake
 from ..wire.extensions.ut_metadata import (
     MetadataAssembler,
@@ -43,18 +52,7 @@ from ..wire.extensions.ut_metadata import (
     encode_metadata_message,
     metadata_response,
 )
-from ..wire.messages import (
-    BitfieldMessage,
-    Cancel,
-    Choke,
-    Extended,
-    Have,
-    HaveAll,
-    HaveNone,
-    Interested,
-    NotInterested,
-    Unchoke,
-)
+from ..wire.messages import Extended, HaveNone, Piece
 
 if TYPE_CHECKING:
     from .client import Client
@@ -66,14 +64,8 @@ OUR_EXTENSIONS = {"ut_metadata": 3}
 """BEP 10 message ids we assign to the extensions we speak."""
 
 RESUME_SAVE_INTERVAL = 5.0
-MAX_UNVERIFIED_BYTES = 32 << 20
-"""Stop requesting while this much downloaded data waits for its hash check.
-
-Loopback peers deliver faster than two cores can hash; without this bound the
-queue of complete-but-unchecked pieces, and so memory, grows with the release.
-"""
 TRACKER_RETRY = 15.0
-MAX_HASH_FAILURES_PER_PEER = 3
+TICK_INTERVAL = 1.0
 
 
 class TorrentState(enum.Enum):
@@ -126,7 +118,7 @@ class Torrent:
         self.seed_only = seed_only
         self.state = TorrentState.METADATA if metainfo is None else TorrentState.CHECKING
         self.storage: FileStorage | None = None
-        self.picker: PiecePicker[PeerSession] | None = None
+        self.session: SwarmSession[PeerSession] | None = None
         self.verifier: PieceVerifier | None = None
         self.have: Bitfield | None = None
         self.peers: set[PeerSession] = set()
@@ -140,12 +132,7 @@ class Torrent:
         self.complete = trio.Event()
         self.stopped = trio.Event()
         self._buffers: dict[int, bytearray] = {}
-        self._contributors: dict[int, set[PeerSession]] = {}
-        self._strikes: collections.Counter[str] = collections.Counter()
-        self._counted: dict[PeerSession, Bitfield] = {}
-        self._unchoked: set[PeerSession] = set()
         self._assembler: MetadataAssembler | None = None
-        self._verifying = 0
         self._hash_limiter = trio.CapacityLimiter(2)
         self._resume: ResumeStore | None = None
         self._resume_dirty = False
@@ -173,14 +160,21 @@ class Torrent:
             state=self.state,
             total_bytes=total,
             verified_bytes=verified,
-            download_rate=sum(peer.downloaded.rate(now) for peer in self.peers),
-            upload_rate=sum(peer.uploaded.rate(now) for peer in self.peers),
+            download_rate=self._total_rate(now, upload=False),
+            upload_rate=self._total_rate(now, upload=True),
             peers=len(self.peers),
             bytes_from_peers=sum(self.bytes_from_peer.values()),
             bytes_uploaded=sum(self.bytes_to_peer.values()),
             hash_failures=self.hash_failures,
             error=self.error,
         )
+
+    def _total_rate(self, now: float, *, upload: bool) -> float:
+        session = self.session
+        if session is None:
+            return 0.0
+        rate = session.upload_rate if upload else session.download_rate
+        return sum(rate(peer, now) for peer in session.peers)
 
     async def progress(self, interval: float = 0.5) -> AsyncIterator[TorrentStatus]:
         """Yield a status snapshot every ``interval`` seconds, and a last one when complete."""
@@ -207,6 +201,7 @@ class Torrent:
                 await self._prepare()
             nursery.start_soon(self._tracker_loop)
             nursery.start_soon(self._resume_loop)
+            nursery.start_soon(self._tick_loop)
             for address in self._initial_peers():
                 self.client.connect_soon(self, address)
         except OpenDistroError as exc:
@@ -290,18 +285,24 @@ class Torrent:
         return path
 
     def _install(self, storage: FileStorage, have: Bitfield) -> None:
+        """Data is ready: start the swarm logic, and tell peers already connected what we have."""
         metainfo = self.metainfo
         assert metainfo is not None
         self.storage = storage
         self.have = have
         padding = [(f.offset, f.offset + f.length) for f in metainfo.files if f.is_padding]
-        self.picker = PiecePicker(
-            metainfo.num_pieces,
+        self.session = SwarmSession(
+            num_pieces=metainfo.num_pieces,
             piece_length=metainfo.piece_length,
             total_length=metainfo.total_length,
-            have=Bitfield(metainfo.num_pieces, have.to_bytes()),
+            have=have,
             padding=padding,
+            config=self.client.session_config,
         )
+        now = trio.current_time()
+        for peer in list(self.peers):
+            peer.connection.set_num_pieces(metainfo.num_pieces)
+            self._execute(self.session.peer_connected(peer, peer.connection, now, announced=True))
 
     async def _finish(self) -> None:
         """Everything verified: move the data to its final path and start seeding."""
@@ -316,9 +317,6 @@ class Torrent:
         self.storage = self._open_storage("seed")
         self.final_path = final
         self.state = TorrentState.SEEDING
-        for peer in list(self.peers):
-            if peer.connection.am_interested:
-                peer.send(NotInterested())
         self.complete.set()
 
     def close(self) -> None:
@@ -418,21 +416,16 @@ class Torrent:
                     except TrackerError:
                         continue
 
-    # -- peers: arrival and departure -------------------------------------
+    # -- peers ---------------------------------------------------------------
 
     def peer_ready(self, peer: PeerSession) -> None:
         """A handshake completed: say what we have and which extensions we speak."""
         self.peers.add(peer)
         connection = peer.connection
-        if self.have is not None:
-            if connection.fast_enabled and self.have.complete:
-                peer.send(HaveAll())
-            elif connection.fast_enabled and self.have.count == 0:
-                peer.send(HaveNone())
-            elif self.have.count:
-                peer.send(BitfieldMessage(self.have.to_bytes()))
+        if self.session is not None:
+            self._execute(self.session.peer_connected(peer, connection, trio.current_time()))
         elif connection.fast_enabled:
-            peer.send(HaveNone())
+            peer.send(HaveNone())  # a magnet download has nothing yet
         if connection.extensions_enabled:
             size = len(self.metainfo.info_bytes) if self.metainfo is not None else None
             peer.send(
@@ -445,120 +438,71 @@ class Torrent:
                     yourip=_packed_address(peer.address[0]),
                 )
             )
-        self._count_availability(peer)
 
     def peer_gone(self, peer: PeerSession) -> None:
         self.peers.discard(peer)
-        self._unchoked.discard(peer)
-        counted = self._counted.pop(peer, None)
-        if self.picker is not None:
-            self.picker.peer_lost(peer, counted)
-        self._unchoke_waiting()
-        self._refill_all()
+        if self.session is not None:
+            self._execute(self.session.peer_disconnected(peer, trio.current_time()))
 
-    def _count_availability(self, peer: PeerSession) -> None:
-        """Bring the picker's availability counts in line with what the peer announced."""
-        if self.picker is None or peer.connection.peer_has is None:
-            return
-        counted = self._counted.get(peer)
-        if counted is None:
-            counted = self._counted[peer] = Bitfield(len(peer.connection.peer_has))
-        for index in peer.connection.peer_has:
-            if not counted.has(index):
-                counted.set(index)
-                self.picker.peer_has(index)
-        self._update_interest(peer)
+    def handle_events(self, peer: PeerSession, events: list[Event]) -> None:
+        """Hand what a peer's connection decoded to the swarm logic, and act on its answer."""
+        session = self.session
+        now = trio.current_time()
+        for event in events:
+            if isinstance(event, ExtensionHandshake):
+                self.extension_handshake(peer, event)
+            elif isinstance(event, Extended):
+                self.extension_message(peer, event)
+            elif session is not None:
+                data = event.data if isinstance(event, Piece) else None
+                self._execute(session.handle(peer, event, now), data)
+        if session is not None:
+            self._execute(session.after_events(peer, now))
 
-    def peer_has_piece(self, peer: PeerSession, index: int) -> None:
-        counted = self._counted.get(peer)
-        if self.picker is None or counted is None:
-            self._count_availability(peer)
-            return
-        if not counted.has(index):
-            counted.set(index)
-            self.picker.peer_has(index)
-        if not peer.connection.am_interested and not self.have_piece(index):
-            self._update_interest(peer)
-
-    def peer_bitfield_known(self, peer: PeerSession) -> None:
-        self._count_availability(peer)
-
-    def _update_interest(self, peer: PeerSession) -> None:
-        has = peer.connection.peer_has
-        if self.picker is None or has is None or self.state is TorrentState.SEEDING:
-            return
-        wanted = self.picker.interesting(has)
-        if wanted and not peer.connection.am_interested:
-            peer.send(Interested())
-        elif not wanted and peer.connection.am_interested:
-            peer.send(NotInterested())
-
-    # -- uploading: who may download from us -------------------------------
-
-    def peer_interested(self, peer: PeerSession) -> None:
-        if peer.connection.am_choking and len(self._unchoked) < self.client.upload_slots:
-            self._unchoked.add(peer)
-            peer.send(Unchoke())
-
-    def peer_not_interested(self, peer: PeerSession) -> None:
-        if peer in self._unchoked:
-            self._unchoked.discard(peer)
-            peer.send(Choke())
-            self._unchoke_waiting()
-
-    def _unchoke_waiting(self) -> None:
-        for peer in list(self.peers):
-            if len(self._unchoked) >= self.client.upload_slots:
-                return
-            if peer.connection.peer_interested and peer.connection.am_choking:
-                self.peer_interested(peer)
-
-    def record_upload(self, peer: PeerSession, amount: int) -> None:
-        self.bytes_to_peer[peer.label] += amount
-
-    # -- downloading ------------------------------------------------------
-
-    def pick_blocks(self, peer: PeerSession, count: int) -> list[Block]:
-        has = peer.connection.peer_has
-        if self.picker is None or has is None or self.state is not TorrentState.DOWNLOADING:
-            return []
-        assert self.metainfo is not None
-        if self._verifying * self.metainfo.piece_length > MAX_UNVERIFIED_BYTES:
-            return []  # the hash check is behind; _verify_piece refills when it catches up
-        return self.picker.pick(peer, has, count)
-
-    def request_failed(self, peer: PeerSession, block: Block) -> None:
-        if self.picker is not None:
-            self.picker.request_failed(peer, block)
-
-    def _refill_all(self) -> None:
-        for peer in list(self.peers):
-            peer.fill_requests()
-
-    def block_received(
-        self, peer: PeerSession, index: int, begin: int, data: bytes | memoryview
+    def _execute(
+        self, actions: list[Action[PeerSession]], data: bytes | memoryview | None = None
     ) -> None:
-        picker = self.picker
-        if picker is None or self.have_piece(index):
-            return
-        new, also_asked = picker.block_received(peer, (index, begin, len(data)))
-        if not new:
-            return
-        for other in also_asked:
-            if not other.closed and (index, begin, len(data)) in other.connection.requests_to_peer:
-                other.send(Cancel(index, begin, len(data)))
+        """Carry out what the session decided; ``data`` is the block a StoreBlock refers to."""
+        for action in actions:
+            if isinstance(action, SendMessage):
+                action.peer.send(action.message)
+            elif isinstance(action, StoreBlock):
+                assert data is not None
+                self._store_block(action, data)
+            elif isinstance(action, VerifyPiece):
+                buffer = self._buffers.pop(action.index)
+                assert self._nursery is not None
+                self._nursery.start_soon(self._verify_piece, action.index, buffer)
+            elif isinstance(action, ServeBlock):
+                action.peer.queue_upload(action.index, action.begin, action.length)
+            elif isinstance(action, DropPeer):
+                action.peer.close(action.reason)
+            elif isinstance(action, SwarmComplete):
+                assert self._nursery is not None
+                self._nursery.start_soon(self._finish)
+
+    def _store_block(self, action: StoreBlock[PeerSession], data: bytes | memoryview) -> None:
+        assert self.session is not None
+        index, begin, length = action.index, action.begin, action.length
         buffer = self._buffers.get(index)
         if buffer is None:
-            buffer = self._buffers[index] = bytearray(picker.piece_size(index))
-        buffer[begin : begin + len(data)] = data
-        self.bytes_from_peer[peer.label] += len(data)
-        self.bytes_by_peer_id[peer.connection.remote_peer_id or b""] += len(data)
-        self._contributors.setdefault(index, set()).add(peer)
-        if picker.piece_complete(index):
-            del self._buffers[index]
-            assert self._nursery is not None
-            self._verifying += 1
-            self._nursery.start_soon(self._verify_piece, index, buffer)
+            buffer = self._buffers[index] = bytearray(self.session.piece_size(index))
+        buffer[begin : begin + length] = data
+        peer = action.peer
+        self.bytes_from_peer[peer.label] += length
+        self.bytes_by_peer_id[peer.connection.remote_peer_id or b""] += length
+
+    def block_served(self, peer: PeerSession, length: int) -> None:
+        self.bytes_to_peer[peer.label] += length
+        if self.session is not None:
+            self.session.block_served(peer, length, trio.current_time())
+
+    async def _tick_loop(self) -> None:
+        """Give the swarm logic the passing of time: choking rounds, snubbed peers."""
+        while True:
+            await trio.sleep(TICK_INTERVAL)
+            if self.session is not None:
+                self._execute(self.session.tick(trio.current_time()))
 
     def _verify_and_write(self, index: int, data: bytearray) -> bool:
         assert self.verifier is not None and self.storage is not None
@@ -572,38 +516,15 @@ class Torrent:
             async with self._hash_limiter:
                 good = await trio.to_thread.run_sync(self._verify_and_write, index, data)
         except (IntegrityError, StorageError) as exc:
-            self._verifying -= 1
             self._fail(str(exc))
             return
-        self._verifying -= 1
-        if self.stopped.is_set():
+        if self.stopped.is_set() or self.session is None:
             return  # resume state is already saved; this piece is simply fetched again
-        contributors = self._contributors.pop(index, set())
-        picker = self.picker
-        assert picker is not None and self.have is not None
         if good:
-            picker.piece_verified(index)
-            self.have.set(index)
             self._resume_dirty = True
-            for peer in list(self.peers):
-                peer.send(Have(index))
-                if peer.connection.am_interested:
-                    self._update_interest(peer)
         else:
-            picker.piece_failed(index)
             self.hash_failures += 1
-            self._punish(contributors)
-        if picker.complete and self._verifying == 0:
-            await self._finish()
-        else:
-            self._refill_all()
-
-    def _punish(self, contributors: set[PeerSession]) -> None:
-        """Count a failed piece against everyone who sent part of it; drop repeat offenders."""
-        for peer in contributors:
-            self._strikes[peer.label] += 1
-            if self._strikes[peer.label] >= MAX_HASH_FAILURES_PER_PEER:
-                peer.close("sent data that failed the hash check too often")
+        self._execute(self.session.piece_checked(index, good, trio.current_time()))
 
     # -- BEP 9 metadata -----------------------------------------------------
 
@@ -679,10 +600,6 @@ class Torrent:
             self._fail(str(exc))
             return
         self.metadata_ready.set()
-        for peer in list(self.peers):
-            peer.connection.set_num_pieces(self.metainfo.num_pieces)
-            self._count_availability(peer)
-        self._refill_all()
 
 
 def _packed_address(host: str) -> bytes | None:

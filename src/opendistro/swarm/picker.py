@@ -83,17 +83,18 @@ class _PieceProgress(Generic[PeerKey]):
     """
 
     size: int
+    block_size: int = BLOCK_SIZE
     free: list[int] = field(default_factory=list)
     requested: dict[int, set[PeerKey]] = field(default_factory=dict)
     received: set[int] = field(default_factory=set)
 
     @property
     def num_blocks(self) -> int:
-        return -(-self.size // BLOCK_SIZE)
+        return -(-self.size // self.block_size)
 
     def block(self, number: int, index: int) -> Block:
-        begin = number * BLOCK_SIZE
-        return index, begin, min(BLOCK_SIZE, self.size - begin)
+        begin = number * self.block_size
+        return index, begin, min(self.block_size, self.size - begin)
 
     def release(self, number: int) -> None:
         """Nobody is fetching this block any more: make it pickable again."""
@@ -120,8 +121,10 @@ class PiecePicker(Generic[PeerKey]):
         padding: Iterable[tuple[int, int]] = (),
         rng: random.Random | None = None,
         endgame_duplicates: int = 2,
+        block_size: int = BLOCK_SIZE,
     ) -> None:
         self.num_pieces = num_pieces
+        self.block_size = block_size
         self.piece_length = piece_length
         self.total_length = total_length
         self.have = have if have is not None else Bitfield(num_pieces)
@@ -241,15 +244,16 @@ class PiecePicker(Generic[PeerKey]):
         bucket.remove(index)
         if not bucket:
             del self._buckets[availability]
-        progress: _PieceProgress[PeerKey] = _PieceProgress(self.piece_size(index))
+        block_size = self.block_size
+        progress: _PieceProgress[PeerKey] = _PieceProgress(self.piece_size(index), block_size)
         piece_start = index * self.piece_length
         first = max(bisect.bisect_right(self._padding_starts, piece_start) - 1, 0)
         for pad_start, pad_end in self._padding[first:]:
             if pad_start >= piece_start + progress.size:
                 break
             for number in range(progress.num_blocks):
-                block_start = piece_start + number * BLOCK_SIZE
-                block_end = block_start + min(BLOCK_SIZE, progress.size - number * BLOCK_SIZE)
+                block_start = piece_start + number * block_size
+                block_end = block_start + min(block_size, progress.size - number * block_size)
                 if pad_start <= block_start and block_end <= pad_end:
                     progress.received.add(number)
         progress.free = [n for n in range(progress.num_blocks) if n not in progress.received]
@@ -302,7 +306,7 @@ class PiecePicker(Generic[PeerKey]):
         progress = self._in_progress.get(index)
         if progress is None:
             return False, set()
-        number = begin // BLOCK_SIZE
+        number = begin // self.block_size
         askers = progress.requested.pop(number, set())
         if number in progress.received:
             return False, set()
@@ -338,7 +342,7 @@ class PiecePicker(Generic[PeerKey]):
         progress = self._in_progress.get(index)
         if progress is None:
             return
-        number = begin // BLOCK_SIZE
+        number = begin // self.block_size
         askers = progress.requested.get(number)
         if askers is not None:
             askers.discard(key)

@@ -34,7 +34,7 @@ The rules, and why they are here rather than in each driver:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Set
+from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -117,6 +117,7 @@ class PeerConnection:
         v2: bool = False,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_peer_requests: int = 500,
+        max_request_length: int = MAX_REQUEST_LENGTH,
     ) -> None:
         if len(info_hash) != 20 or len(our_peer_id) != 20:
             raise LocalProtocolError("info-hash and peer id are 20 bytes each")
@@ -124,6 +125,7 @@ class PeerConnection:
         self.our_peer_id = our_peer_id
         self.initiator = initiator
         self.max_peer_requests = max_peer_requests
+        self.max_request_length = max_request_length
         self._reserved = make_reserved(fast=fast, extensions=extensions, dht=dht, v2=v2)
         self._decoder = MessageDecoder(max_message_size=max_message_size, expect_handshake=True)
         self._num_pieces = num_pieces
@@ -380,9 +382,25 @@ class PeerConnection:
         """
         if self._broken:
             raise RemoteProtocolError("the peer already broke the protocol on this connection")
+        try:
+            messages = self._decoder.feed(data)
+        except RemoteProtocolError:
+            self._broken = True
+            raise
+        return self.receive_messages(messages)
+
+    def receive_messages(self, messages: Iterable[Message]) -> list[Event]:
+        """Apply already-decoded messages to the state and return the events.
+
+        :meth:`receive_data` decodes bytes and comes here; the simulator comes
+        here directly, so virtual peers run the same state machine without
+        encoding payloads they never need.
+        """
+        if self._broken:
+            raise RemoteProtocolError("the peer already broke the protocol on this connection")
         events: list[Event] = []
         try:
-            for message in self._decoder.feed(data):
+            for message in messages:
                 if self._received_handshake is None:
                     assert isinstance(message, Handshake)
                     self._receive_handshake(message, events)
@@ -474,7 +492,7 @@ class PeerConnection:
     def _receive_request(self, message: Request, events: list[Event]) -> None:
         self._remote_may_announce = False
         self._remote_index(message.index)
-        if not 0 < message.length <= MAX_REQUEST_LENGTH:
+        if not 0 < message.length <= self.max_request_length:
             raise RemoteProtocolError(f"request for {message.length} bytes")
         key = (message.index, message.begin, message.length)
         if self._am_choking and message.index not in self._allowed_fast_to_peer:
@@ -653,7 +671,7 @@ class PeerConnection:
     def _send_request(self, message: Request) -> None:
         self._local_may_announce = False
         self._local_index(message.index)
-        if not 0 < message.length <= MAX_REQUEST_LENGTH:
+        if not 0 < message.length <= self.max_request_length:
             raise LocalProtocolError(f"request for {message.length} bytes")
         if self._peer_has is not None and not self._peer_has.has(message.index):
             raise LocalProtocolError(f"the peer does not have piece {message.index}")

@@ -1,0 +1,216 @@
+"""Who may download from us: the choker.
+
+Upload bandwidth is the one thing a peer can trade, so every mainstream client
+spends it on a few peers at a time (an unchoked connection that gets a share
+large enough to matter beats many connections that each get a trickle). The
+choker decides, every ``rechoke_interval`` seconds, which peers those are. It is
+pure policy: the driver passes in a snapshot of every connection and the time,
+and gets back the set of peers to have unchoked; sending the Choke and Unchoke
+messages that change the state is the driver's job.
+
+Policy, as in BitTorrent mainline and libtorrent:
+
+* **Leeching (tit-for-tat).** The ``slots`` interested peers that upload the
+  most to us get the regular unchoke slots, so peers that reciprocate are
+  rewarded and free riders are not. Snubbed peers (they stopped sending what we
+  asked for) and seeds (they want nothing we could trade for) get no regular
+  slot. Ties are broken at random, never by connection order, so no peer is
+  starved for having connected late.
+* **Optimistic unchoke.** ``optimistic_slots`` more peers are unchoked at random
+  whatever their rate, because a peer we never upload to can never show us how
+  fast it would reciprocate, and a newcomer has nothing to reciprocate with yet
+  (it gets ``new_peer_weight`` times the chance during ``new_peer_window``). The
+  choice is kept for ``optimistic_interval`` so the peer has time to answer; an
+  optimistic peer that leaves or loses interest is replaced at the next round.
+  A snubbed peer may still be unchoked optimistically: that is its only way back.
+* **Seeding.** There is no download rate to reciprocate, and the best use of a
+  seed's upload is to spread it so every leecher progresses and the swarm holds
+  more distinct copies. Regular slots go round robin (as libtorrent's
+  ``round_robin`` seed choker): the peers unchoked least recently first, then
+  those we upload to most slowly, each kept for a round and then rotated. With
+  ``n`` interested leechers every one is unchoked within ``ceil(n / slots)``
+  rounds. Snubbing means nothing here (a seed requests nothing), so it is
+  ignored.
+
+The choker remembers only what the policy needs: when the last round and the
+last optimistic rotation happened, the current optimistic peers, and when each
+present peer was last unchoked. Keys absent from a round's snapshot are
+forgotten, so memory is bounded by the number of connections.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+
+__all__ = ["Choker", "PeerStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStats:
+    """What the choker needs to know about one connection at rechoke time."""
+
+    key: Hashable
+    """Opaque peer identity; the choker returns these."""
+    interested: bool
+    """The peer wants something we have (only interested peers are unchoked)."""
+    download_rate: float
+    """Bytes/s we recently received from this peer: what it reciprocates with."""
+    upload_rate: float
+    """Bytes/s we recently sent to this peer."""
+    connected_at: float
+    """When the connection was established, on the same clock as ``now``."""
+    is_seed: bool = False
+    """The peer already has everything, so it is never unchoked."""
+    snubbed: bool = False
+    """It has not sent us anything we requested for a while."""
+
+
+class Choker:
+    """Decides every round which peers are unchoked; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        slots: int = 4,
+        optimistic_slots: int = 1,
+        rechoke_interval: float = 10.0,
+        optimistic_interval: float = 30.0,
+        new_peer_window: float = 60.0,
+        new_peer_weight: int = 3,
+        rng: random.Random | None = None,
+    ) -> None:
+        if slots < 0 or optimistic_slots < 0:
+            raise ConfigError("unchoke slot counts cannot be negative")
+        if not (rechoke_interval > 0 and optimistic_interval > 0):
+            raise ConfigError("choke intervals must be positive")
+        if not new_peer_window >= 0:
+            raise ConfigError("the new-peer window cannot be negative")
+        if new_peer_weight < 1:
+            raise ConfigError("the new-peer weight must be at least 1")
+        self.slots = slots
+        self.optimistic_slots = optimistic_slots
+        self.rechoke_interval = rechoke_interval
+        self.optimistic_interval = optimistic_interval
+        self.new_peer_window = new_peer_window
+        self.new_peer_weight = new_peer_weight
+        self._rng = rng or random.Random()
+        self._last_round: float | None = None
+        self._last_rotation: float | None = None
+        self._optimistic: frozenset[Hashable] = frozenset()
+        self._last_unchoked: dict[Hashable, float] = {}
+
+    # -- timing -----------------------------------------------------------
+
+    def due(self, now: float) -> bool:
+        """Whether a rechoke round is due: before the first round, or an interval later."""
+        return self._last_round is None or now - self._last_round >= self.rechoke_interval
+
+    def _rotation_due(self, now: float) -> bool:
+        return self._last_rotation is None or now - self._last_rotation >= self.optimistic_interval
+
+    # -- state --------------------------------------------------------------
+
+    @property
+    def optimistic(self) -> frozenset[Hashable]:
+        """The peers currently unchoked optimistically."""
+        return self._optimistic
+
+    def last_unchoked(self, key: Hashable) -> float | None:
+        """When ``key`` was last in a round's unchoked set, or None if never (or forgotten)."""
+        return self._last_unchoked.get(key)
+
+    # -- the round --------------------------------------------------------
+
+    def rechoke(
+        self, peers: Sequence[PeerStats], now: float, *, seeding: bool
+    ) -> frozenset[Hashable]:
+        """Run one round: return the keys to have unchoked; every other peer is choked.
+
+        ``peers`` is every current connection (a key given twice counts once,
+        the last entry wins). Records the round's time for :meth:`due`.
+        """
+        by_key = {peer.key: peer for peer in peers}
+        eligible = {key: peer for key, peer in by_key.items() if _may_unchoke(peer)}
+
+        rotating = self._rotation_due(now)
+        keep: frozenset[Hashable] = frozenset(
+            () if rotating else (key for key in self._optimistic if key in eligible)
+        )
+
+        regular_candidates = [
+            peer
+            for key, peer in eligible.items()
+            if key not in keep and (seeding or not peer.snubbed)
+        ]
+        if seeding:
+            ranked = self._rank_round_robin(regular_candidates)
+        else:
+            ranked = self._rank_by_reciprocation(regular_candidates)
+        regular = frozenset(peer.key for peer in ranked[: self.slots])
+
+        wanted = self.optimistic_slots - len(keep)
+        others = [
+            peer for key, peer in eligible.items() if key not in regular and key not in keep
+        ]
+        optimistic = keep | self._pick_optimistic(others, wanted, now)
+
+        self._optimistic = optimistic
+        if rotating:
+            self._last_rotation = now
+        self._last_round = now
+        unchoked = regular | optimistic
+        self._last_unchoked = {
+            key: when for key, when in self._last_unchoked.items() if key in by_key
+        }
+        for key in unchoked:
+            self._last_unchoked[key] = now
+        return unchoked
+
+    def _rank_by_reciprocation(self, candidates: list[PeerStats]) -> list[PeerStats]:
+        """Fastest uploaders to us first; equal rates in random order."""
+        tiebreak = {peer.key: self._rng.random() for peer in candidates}
+        return sorted(candidates, key=lambda peer: (-peer.download_rate, tiebreak[peer.key]))
+
+    def _rank_round_robin(self, candidates: list[PeerStats]) -> list[PeerStats]:
+        """Least recently unchoked first, then the ones we serve most slowly."""
+        tiebreak = {peer.key: self._rng.random() for peer in candidates}
+
+        def order(peer: PeerStats) -> tuple[float, float, float]:
+            last = self._last_unchoked.get(peer.key, -math.inf)
+            return last, peer.upload_rate, tiebreak[peer.key]
+
+        return sorted(candidates, key=order)
+
+    def _pick_optimistic(
+        self, candidates: list[PeerStats], count: int, now: float
+    ) -> frozenset[Hashable]:
+        """Up to ``count`` peers drawn at random, newcomers weighted up."""
+        pool = list(candidates)
+        weights = [self._weight(peer, now) for peer in pool]
+        chosen: set[Hashable] = set()
+        while pool and len(chosen) < count:
+            point = self._rng.random() * sum(weights)
+            position = len(pool) - 1
+            for index, weight in enumerate(weights):
+                point -= weight
+                if point < 0:
+                    position = index
+                    break
+            chosen.add(pool.pop(position).key)
+            weights.pop(position)
+        return frozenset(chosen)
+
+    def _weight(self, peer: PeerStats, now: float) -> int:
+        if now - peer.connected_at < self.new_peer_window:
+            return self.new_peer_weight
+        return 1
+
+
+def _may_unchoke(peer: PeerStats) -> bool:
+    """Only a peer that wants data and lacks some of it can use an unchoke."""
+    return peer.interested and not peer.is_seed

@@ -1,0 +1,494 @@
+"""One torrent's swarm logic, sans I/O: what to say to which peer, and when.
+
+A :class:`SwarmSession` owns the policy objects of one torrent (the picker and
+the choking decision) and the :class:`~opendistro.wire.connection.PeerConnection`
+of every connected peer. Drivers feed it decoded wire events, the outcome of
+hash checks and the passing of time; it answers with :class:`Action` values
+saying what to send, which blocks to keep, which pieces to verify, which
+blocks to upload and which peers to drop.
+
+The trio driver (:mod:`opendistro.io`) runs it over TCP with real data; the
+simulator (:mod:`opendistro.sim`) runs the very same object with a virtual
+network and clock. Data never passes through here: the driver keeps block
+bytes when told to (:class:`StoreBlock`) and reads them back when told to
+serve (:class:`ServeBlock`), so the session costs the same whatever the piece
+size and works where there is no data at all.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar, cast
+
+from ..bitfield import Bitfield
+from ..wire.connection import Event, PeerConnection, RequestsDropped
+from ..wire.extensions.handshake import ExtensionHandshake
+from ..wire.messages import (
+    BitfieldMessage,
+    Cancel,
+    Choke,
+    Have,
+    HaveAll,
+    HaveNone,
+    Interested,
+    Message,
+    NotInterested,
+    Piece,
+    RejectRequest,
+    Request,
+    Unchoke,
+)
+from .choker import Choker, PeerStats
+from .picker import BLOCK_SIZE, PiecePicker
+from .rates import RateMeter
+
+__all__ = [
+    "Action",
+    "DropPeer",
+    "SendMessage",
+    "ServeBlock",
+    "SessionConfig",
+    "StoreBlock",
+    "SwarmComplete",
+    "SwarmSession",
+    "VerifyPiece",
+]
+
+PeerKey = TypeVar("PeerKey", bound=Hashable)
+
+
+@dataclass(frozen=True, slots=True)
+class SendMessage(Generic[PeerKey]):
+    """Send ``message`` to ``peer`` (through its connection's ``send``)."""
+
+    peer: PeerKey
+    message: Message | ExtensionHandshake
+
+
+@dataclass(frozen=True, slots=True)
+class StoreBlock(Generic[PeerKey]):
+    """The block just received from ``peer`` is new: keep its bytes for the piece."""
+
+    peer: PeerKey
+    index: int
+    begin: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyPiece:
+    """Every block of the piece arrived: hash it, write it if good, then report back."""
+
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServeBlock(Generic[PeerKey]):
+    """Upload this block to ``peer`` (read it, then ``send_piece_header`` and the bytes)."""
+
+    peer: PeerKey
+    index: int
+    begin: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class DropPeer(Generic[PeerKey]):
+    """Close the connection to ``peer``."""
+
+    peer: PeerKey
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SwarmComplete:
+    """Every piece is verified: the driver finalises the data and starts seeding."""
+
+
+Action = (
+    SendMessage[PeerKey]
+    | StoreBlock[PeerKey]
+    | VerifyPiece
+    | ServeBlock[PeerKey]
+    | DropPeer[PeerKey]
+    | SwarmComplete
+)
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Tunables of the swarm logic; defaults suit real networks."""
+
+    upload_slots: int = 4
+    optimistic_slots: int = 1
+    block_size: int = BLOCK_SIZE
+    min_queue: int = 8
+    max_queue: int = 500
+    queue_seconds: float = 2.0
+    max_unverified_bytes: int = 32 << 20
+    snub_timeout: float = 30.0
+    max_hash_failures: int = 3
+
+
+@dataclass
+class _Peer:
+    connection: PeerConnection
+    connected_at: float
+    downloaded: RateMeter
+    uploaded: RateMeter
+    counted: Bitfield | None = None
+    last_block_at: float = 0.0
+    snubbed: bool = False
+    strikes: int = 0
+    contributed: set[int] = field(default_factory=set)
+
+
+class SwarmSession(Generic[PeerKey]):
+    """The swarm logic of one torrent whose piece layout is known."""
+
+    def __init__(
+        self,
+        *,
+        num_pieces: int,
+        piece_length: int,
+        total_length: int,
+        have: Bitfield,
+        padding: Iterable[tuple[int, int]] = (),
+        config: SessionConfig | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config or SessionConfig()
+        self.num_pieces = num_pieces
+        self.piece_length = piece_length
+        self.total_length = total_length
+        self.have = have
+        self._rng = rng or random.Random()
+        self.picker: PiecePicker[PeerKey] = PiecePicker(
+            num_pieces,
+            piece_length=piece_length,
+            total_length=total_length,
+            have=Bitfield(num_pieces, have.to_bytes()),
+            padding=padding,
+            rng=self._rng,
+            block_size=self.config.block_size,
+        )
+        self.choker = Choker(
+            slots=self.config.upload_slots,
+            optimistic_slots=self.config.optimistic_slots,
+            rng=self._rng,
+        )
+        self._peers: dict[PeerKey, _Peer] = {}
+        self._unchoked: set[PeerKey] = set()
+        self._verifying: set[int] = set()
+        self.hash_failures = 0
+        self.bytes_downloaded = 0
+        self.bytes_uploaded = 0
+
+    # -- queries ----------------------------------------------------------
+
+    @property
+    def seeding(self) -> bool:
+        return self.have.complete
+
+    @property
+    def peers(self) -> list[PeerKey]:
+        return list(self._peers)
+
+    def connection(self, key: PeerKey) -> PeerConnection:
+        return self._peers[key].connection
+
+    def download_rate(self, key: PeerKey, now: float) -> float:
+        return self._peers[key].downloaded.rate(now)
+
+    def upload_rate(self, key: PeerKey, now: float) -> float:
+        return self._peers[key].uploaded.rate(now)
+
+    def piece_size(self, index: int) -> int:
+        return self.picker.piece_size(index)
+
+    def verified_bytes(self) -> int:
+        if self.have.complete:
+            return self.total_length
+        return sum(self.piece_size(index) for index in self.have)
+
+    # -- peers arriving and leaving -----------------------------------------
+
+    def peer_connected(
+        self, key: PeerKey, connection: PeerConnection, now: float, *, announced: bool = False
+    ) -> list[Action[PeerKey]]:
+        """Both handshakes are done: announce what we have.
+
+        ``announced`` says the driver already sent the peer our (empty) piece set,
+        as it does for a magnet download before the metadata arrives.
+        """
+        peer = _Peer(connection, now, RateMeter(now), RateMeter(now), last_block_at=now)
+        self._peers[key] = peer
+        actions: list[Action[PeerKey]] = []
+        if announced:
+            pass
+        elif connection.fast_enabled and self.have.complete:
+            actions.append(SendMessage(key, HaveAll()))
+        elif connection.fast_enabled and self.have.count == 0:
+            actions.append(SendMessage(key, HaveNone()))
+        elif self.have.count:
+            actions.append(SendMessage(key, BitfieldMessage(self.have.to_bytes())))
+        actions.extend(self._count_availability(key, peer))
+        return actions
+
+    def peer_disconnected(self, key: PeerKey, now: float) -> list[Action[PeerKey]]:
+        peer = self._peers.pop(key, None)
+        if peer is None:
+            return []
+        self.picker.peer_lost(key, peer.counted)
+        self._unchoked.discard(key)
+        actions: list[Action[PeerKey]] = []
+        for other in self._peers:
+            actions.extend(self._fill_requests(other, now))
+        return actions
+
+    # -- wire events ----------------------------------------------------------
+
+    def handle(self, key: PeerKey, event: Event, now: float) -> list[Action[PeerKey]]:
+        """React to one event the peer's connection decoded."""
+        peer = self._peers.get(key)
+        if peer is None:
+            return []
+        if isinstance(event, Piece):
+            return self._block_arrived(key, peer, event, now)
+        if isinstance(event, Request):
+            return self._requested(key, peer, event)
+        if isinstance(event, Have):
+            return self._peer_has(key, peer, event.index)
+        if isinstance(event, BitfieldMessage | HaveAll | HaveNone):
+            return self._count_availability(key, peer)
+        if isinstance(event, RequestsDropped):
+            for block in event.requests:
+                self.picker.request_failed(key, block)
+            return []
+        if isinstance(event, RejectRequest):
+            self.picker.request_failed(key, (event.index, event.begin, event.length))
+            return []
+        if isinstance(event, Interested):
+            return self._peer_interested(key, peer, now)
+        if isinstance(event, NotInterested):
+            return self._peer_not_interested(key)
+        return []  # Choke, Unchoke, Cancel, KeepAlive, Suggest, AllowedFast, extensions
+
+    def after_events(self, key: PeerKey, now: float) -> list[Action[PeerKey]]:
+        """Once a batch of events is handled: owed rejects, then top up requests."""
+        peer = self._peers.get(key)
+        if peer is None:
+            return []
+        actions: list[Action[PeerKey]] = [
+            SendMessage(key, reject) for reject in peer.connection.pending_rejects()
+        ]
+        actions.extend(self._fill_requests(key, now))
+        return actions
+
+    def _count_availability(self, key: PeerKey, peer: _Peer) -> list[Action[PeerKey]]:
+        has = peer.connection.peer_has
+        if has is None:
+            return []
+        if peer.counted is None:
+            peer.counted = Bitfield(len(has))
+        counted = peer.counted
+        for index in has:
+            if not counted.has(index):
+                counted.set(index)
+                self.picker.peer_has(index)
+        return self._update_interest(key, peer)
+
+    def _peer_has(self, key: PeerKey, peer: _Peer, index: int) -> list[Action[PeerKey]]:
+        counted = peer.counted
+        if counted is None:
+            return self._count_availability(key, peer)
+        if not counted.has(index):
+            counted.set(index)
+            self.picker.peer_has(index)
+        if not peer.connection.am_interested and not self.have.has(index):
+            return self._update_interest(key, peer)
+        return []
+
+    def _update_interest(self, key: PeerKey, peer: _Peer) -> list[Action[PeerKey]]:
+        has = peer.connection.peer_has
+        if has is None:
+            return []
+        wanted = not self.seeding and self.picker.interesting(has)
+        if wanted and not peer.connection.am_interested:
+            return [SendMessage(key, Interested())]
+        if not wanted and peer.connection.am_interested:
+            return [SendMessage(key, NotInterested())]
+        return []
+
+    # -- downloading ------------------------------------------------------------
+
+    def _queue_target(self, peer: _Peer, now: float) -> int:
+        """Requests to keep in flight: about ``queue_seconds`` of this peer's recent rate."""
+        config = self.config
+        target = int(peer.downloaded.rate(now) * config.queue_seconds / config.block_size)
+        limit = config.max_queue
+        remote = peer.connection.remote_extensions
+        if remote is not None and remote.reqq:
+            limit = min(limit, remote.reqq)
+        return max(config.min_queue, min(limit, target))
+
+    def _fill_requests(self, key: PeerKey, now: float) -> list[Action[PeerKey]]:
+        peer = self._peers[key]
+        connection = peer.connection
+        if connection.peer_choking or not connection.am_interested or self.seeding:
+            return []
+        has = connection.peer_has
+        if has is None or peer.snubbed:
+            return []
+        if len(self._verifying) * self.piece_length > self.config.max_unverified_bytes:
+            return []  # hashing is behind; piece_checked() refills when it catches up
+        wanted = self._queue_target(peer, now) - len(connection.requests_to_peer)
+        if wanted <= 0:
+            return []
+        return [SendMessage(key, Request(*block)) for block in self.picker.pick(key, has, wanted)]
+
+    def _block_arrived(
+        self, key: PeerKey, peer: _Peer, piece: Piece, now: float
+    ) -> list[Action[PeerKey]]:
+        length = len(piece.data)
+        peer.downloaded.add(length, now)
+        peer.last_block_at = now
+        if peer.snubbed:
+            peer.snubbed = False
+        if self.have.has(piece.index):
+            return []
+        new, also_asked = self.picker.block_received(key, (piece.index, piece.begin, length))
+        if not new:
+            return []
+        self.bytes_downloaded += length
+        peer.contributed.add(piece.index)
+        actions: list[Action[PeerKey]] = [StoreBlock(key, piece.index, piece.begin, length)]
+        block = (piece.index, piece.begin, length)
+        for other in also_asked:
+            other_peer = self._peers.get(other)
+            if other_peer is not None and block in other_peer.connection.requests_to_peer:
+                actions.append(SendMessage(other, Cancel(*block)))
+        if self.picker.piece_complete(piece.index):
+            self._verifying.add(piece.index)
+            actions.append(VerifyPiece(piece.index))
+        return actions
+
+    def piece_checked(self, index: int, good: bool, now: float) -> list[Action[PeerKey]]:
+        """The driver hashed (and, if good, wrote) a complete piece."""
+        self._verifying.discard(index)
+        contributors = [key for key, peer in self._peers.items() if index in peer.contributed]
+        for key in contributors:
+            self._peers[key].contributed.discard(index)
+        actions: list[Action[PeerKey]] = []
+        if good:
+            self.picker.piece_verified(index)
+            self.have.set(index)
+            for key, peer in self._peers.items():
+                actions.append(SendMessage(key, Have(index)))
+                if peer.connection.am_interested:
+                    actions.extend(self._update_interest(key, peer))
+            if self.have.complete:
+                actions.append(SwarmComplete())
+                return actions
+        else:
+            self.picker.piece_failed(index)
+            self.hash_failures += 1
+            actions.extend(self._punish(contributors))
+        for key in self._peers:
+            actions.extend(self._fill_requests(key, now))
+        return actions
+
+    def _punish(self, contributors: list[PeerKey]) -> list[Action[PeerKey]]:
+        """Count a failed piece against everyone who sent part of it; drop repeat offenders."""
+        actions: list[Action[PeerKey]] = []
+        for key in contributors:
+            peer = self._peers[key]
+            peer.strikes += 1
+            if peer.strikes >= self.config.max_hash_failures:
+                actions.append(DropPeer(key, "sent data that failed the hash check too often"))
+        return actions
+
+    # -- uploading -----------------------------------------------------------
+
+    def _requested(self, key: PeerKey, peer: _Peer, request: Request) -> list[Action[PeerKey]]:
+        block = (request.index, request.begin, request.length)
+        piece_size = self.piece_size(request.index) if request.index < self.num_pieces else 0
+        if not self.have.has(request.index) or request.begin + request.length > piece_size:
+            if peer.connection.fast_enabled:
+                return [SendMessage(key, RejectRequest(*block))]
+            peer.connection.discard_peer_request(*block)
+            return []
+        return [ServeBlock(key, *block)]
+
+    def block_served(self, key: PeerKey, length: int, now: float) -> None:
+        """The driver wrote a served block to the peer (for upload accounting)."""
+        peer = self._peers.get(key)
+        if peer is not None:
+            peer.uploaded.add(length, now)
+        self.bytes_uploaded += length
+
+    def _peer_interested(self, key: PeerKey, peer: _Peer, now: float) -> list[Action[PeerKey]]:
+        """A newcomer gets a free slot at once rather than waiting for the next round."""
+        slots = self.config.upload_slots + self.config.optimistic_slots
+        if peer.connection.am_choking and len(self._unchoked) < slots:
+            self._unchoked.add(key)
+            return [SendMessage(key, Unchoke())]
+        return []
+
+    def _peer_not_interested(self, key: PeerKey) -> list[Action[PeerKey]]:
+        if key in self._unchoked:
+            self._unchoked.discard(key)
+            return [SendMessage(key, Choke())]
+        return []
+
+    # -- time -----------------------------------------------------------------
+
+    def tick(self, now: float) -> list[Action[PeerKey]]:
+        """Periodic work: choking rounds and snubbed-peer detection. Call about once a second."""
+        actions = self._detect_snubbed(now)
+        if self.choker.due(now):
+            actions.extend(self._rechoke(now))
+        return actions
+
+    def _detect_snubbed(self, now: float) -> list[Action[PeerKey]]:
+        """A peer that sits on our requests loses them to others (and its reciprocation rank)."""
+        actions: list[Action[PeerKey]] = []
+        for key, peer in self._peers.items():
+            requests = peer.connection.requests_to_peer
+            if peer.snubbed or not requests:
+                continue
+            if now - peer.last_block_at < self.config.snub_timeout:
+                continue
+            peer.snubbed = True
+            for block in list(requests):
+                actions.append(SendMessage(key, Cancel(*block)))
+            self.picker.release_peer_requests(key)
+        if actions:
+            for key in self._peers:
+                actions.extend(self._fill_requests(key, now))
+        return actions
+
+    def _rechoke(self, now: float) -> list[Action[PeerKey]]:
+        stats = [
+            PeerStats(
+                key=key,
+                interested=peer.connection.peer_interested,
+                download_rate=peer.downloaded.rate(now),
+                upload_rate=peer.uploaded.rate(now),
+                connected_at=peer.connected_at,
+                is_seed=peer.connection.peer_is_seed,
+                snubbed=peer.snubbed,
+            )
+            for key, peer in self._peers.items()
+        ]
+        chosen = cast(frozenset[PeerKey], self.choker.rechoke(stats, now, seeding=self.seeding))
+        actions: list[Action[PeerKey]] = []
+        for key, peer in self._peers.items():
+            if key in chosen and peer.connection.am_choking:
+                actions.append(SendMessage(key, Unchoke()))
+            elif key not in chosen and not peer.connection.am_choking:
+                actions.append(SendMessage(key, Choke()))
+        self._unchoked = set(chosen)
+        return actions
