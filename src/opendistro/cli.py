@@ -47,6 +47,19 @@ def _address(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def _rate(text: str) -> float:
+    """A rate in bytes per second, with an optional K, M or G suffix (powers of 1024)."""
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:].upper(), 1)
+    digits = text[:-1] if scale != 1 else text
+    try:
+        value = float(digits) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a rate like 500K or 2M, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("a rate must be positive")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="opendistro", description="Distribute large releases over BitTorrent and mirrors."
@@ -108,6 +121,8 @@ def _add_peer_options(parser: argparse.ArgumentParser) -> None:
         choices=[policy.value for policy in EncryptionPolicy],
         default=EncryptionPolicy.PREFER.value,
     )
+    parser.add_argument("--upload-limit", type=_rate, metavar="RATE", help="bytes/s, e.g. 2M")
+    parser.add_argument("--download-limit", type=_rate, metavar="RATE", help="bytes/s, e.g. 2M")
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -198,6 +213,8 @@ async def _seed(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         encryption=EncryptionPolicy(args.encryption),
+        upload_limit=args.upload_limit,
+        download_limit=args.download_limit,
         log=_log_to_stderr(args.verbose),
     ) as client:
         torrent = await client.seed(metainfo, data_dir, peers=args.peer)
@@ -220,6 +237,8 @@ async def _get(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         encryption=EncryptionPolicy(args.encryption),
+        upload_limit=args.upload_limit,
+        download_limit=args.download_limit,
         log=_log_to_stderr(args.verbose),
     ) as client:
         if isinstance(source, MagnetLink):

@@ -31,6 +31,7 @@ from ..wire.messages import Handshake
 from ..wire.mse import EncryptionPolicy
 from .mse_stream import negotiate_incoming, negotiate_outgoing
 from .peer import PeerSession
+from .throttle import Throttle
 from .torrent import Torrent
 
 __all__ = ["Client"]
@@ -59,6 +60,8 @@ class Client:
         max_peers_per_torrent: int = 50,
         upload_slots: int = 4,
         session_config: SessionConfig | None = None,
+        upload_limit: float | None = None,
+        download_limit: float | None = None,
         peer_id: bytes | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
@@ -71,6 +74,8 @@ class Client:
         self.encryption = encryption
         self.max_peers_per_torrent = max_peers_per_torrent
         self.session_config = session_config or SessionConfig(upload_slots=upload_slots)
+        self.upload_throttle = Throttle(upload_limit)
+        self.download_throttle = Throttle(download_limit)
         self.peer_id = peer_id or make_peer_id()
         self.user_agent = f"opendistro {__version__}"
         self._log = log
@@ -136,8 +141,14 @@ class Client:
         *,
         peers: Sequence[tuple[str, int]] = (),
         seed_only: bool = False,
+        upload_limit: float | None = None,
+        download_limit: float | None = None,
     ) -> Torrent:
-        """Download (or, with ``seed_only``, seed from) ``download_dir``; returns at once."""
+        """Download (or, with ``seed_only``, seed from) ``download_dir``; returns at once.
+
+        ``upload_limit`` and ``download_limit`` (bytes per second) cap this
+        torrent; the client's own limits apply on top.
+        """
         torrent = Torrent(
             self,
             info_hash=metainfo.wire_info_hash,
@@ -145,6 +156,8 @@ class Client:
             metainfo=metainfo,
             seed_only=seed_only,
         )
+        torrent.upload_throttle.set_rate(upload_limit)
+        torrent.download_throttle.set_rate(download_limit)
         return await self._start(torrent, peers)
 
     async def seed(
@@ -153,13 +166,16 @@ class Client:
         data_dir: str | os.PathLike[str],
         *,
         peers: Sequence[tuple[str, int]] = (),
+        upload_limit: float | None = None,
     ) -> Torrent:
         """Seed the data found in ``data_dir`` (the folder containing the torrent's name).
 
         The data is hash-checked first; a mismatch raises
         :class:`~opendistro.errors.StorageError`.
         """
-        torrent = await self.add_torrent(metainfo, data_dir, peers=peers, seed_only=True)
+        torrent = await self.add_torrent(
+            metainfo, data_dir, peers=peers, seed_only=True, upload_limit=upload_limit
+        )
         await torrent.complete.wait()
         if torrent.error is not None:
             raise OpenDistroError(torrent.error)
@@ -285,7 +301,7 @@ class Client:
         if remote_id == self.peer_id or duplicate or torrent.stopped.is_set():
             await trio.aclose_forcefully(stream)
             return
-        session = PeerSession(torrent, stream, connection, address)
+        session = PeerSession(torrent, torrent.throttled(stream), connection, address)
         await session.run(rest)
         if session.error:
             self.log(f"peer {session.label} closed: {session.error}")

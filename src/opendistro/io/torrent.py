@@ -53,6 +53,7 @@ from ..wire.extensions.ut_metadata import (
     metadata_response,
 )
 from ..wire.messages import Extended, HaveNone, Piece
+from .throttle import Throttle, ThrottledStream
 
 if TYPE_CHECKING:
     from .client import Client
@@ -134,6 +135,8 @@ class Torrent:
         self._buffers: dict[int, bytearray] = {}
         self._assembler: MetadataAssembler | None = None
         self._hash_limiter = trio.CapacityLimiter(2)
+        self.upload_throttle = Throttle(None, parent=client.upload_throttle)
+        self.download_throttle = Throttle(None, parent=client.download_throttle)
         self._resume: ResumeStore | None = None
         self._resume_dirty = False
         self._nursery: trio.Nursery | None = None
@@ -417,6 +420,21 @@ class Torrent:
                         continue
 
     # -- peers ---------------------------------------------------------------
+
+    def throttled(self, stream: trio.abc.Stream) -> trio.abc.Stream:
+        """Wrap a peer's stream in this torrent's (and the client's) bandwidth limits, if any."""
+        limited = any(
+            throttle.rate is not None
+            for throttle in (
+                self.upload_throttle,
+                self.download_throttle,
+                self.client.upload_throttle,
+                self.client.download_throttle,
+            )
+        )
+        if not limited:
+            return stream
+        return ThrottledStream(stream, upload=self.upload_throttle, download=self.download_throttle)
 
     def peer_ready(self, peer: PeerSession) -> None:
         """A handshake completed: say what we have and which extensions we speak."""

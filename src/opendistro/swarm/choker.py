@@ -154,9 +154,7 @@ class Choker:
         regular = frozenset(peer.key for peer in ranked[: self.slots])
 
         wanted = self.optimistic_slots - len(keep)
-        others = [
-            peer for key, peer in eligible.items() if key not in regular and key not in keep
-        ]
+        others = [peer for key, peer in eligible.items() if key not in regular and key not in keep]
         optimistic = keep | self._pick_optimistic(others, wanted, now)
 
         self._optimistic = optimistic
