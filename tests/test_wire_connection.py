@@ -227,21 +227,33 @@ def test_metadata_exchange_may_precede_have_none() -> None:
     assert [type(e) for e in events] == [m.Extended, m.HaveNone]
 
 
-@pytest.mark.parametrize(
-    "late",
-    [m.BitfieldMessage(bytes(2)), m.HaveAll(), m.HaveNone()],
-    ids=lambda x: type(x).__name__,
-)
-@pytest.mark.parametrize(
-    "first",
-    [m.Have(1), m.Interested(), m.BitfieldMessage(bytes(2)), m.HaveNone()],
-    ids=lambda x: type(x).__name__,
-)
-def test_availability_only_as_first_message(first: m.Message, late: m.Message) -> None:
+def test_a_late_bitfield_only_adds_pieces() -> None:
+    """aria2 sends Bitfields later in place of batches of Have: accept them as updates."""
     pair = ConnectionPair.make()
-    pair.raw("a", first)
+    pair.raw("a", m.HaveNone())
+    pair.raw("a", m.Interested())
+    pair.raw("a", m.Have(9))
+    events = pair.raw("a", m.BitfieldMessage(b"\x80\x00"))
+    assert [type(e) for e in events] == [m.BitfieldMessage]
+    assert pair.b.peer_has is not None and set(pair.b.peer_has) == {0, 9}
+    pair.raw("a", m.BitfieldMessage(b"\x40\x00"))  # a second one in a row
+    assert set(pair.b.peer_has) == {0, 1, 9}
+
+
+def test_a_late_have_none_takes_nothing_back_and_a_late_have_all_completes() -> None:
+    pair = ConnectionPair.make()
+    pair.raw("a", m.BitfieldMessage(b"\x80\x00"))
+    assert pair.raw("a", m.HaveNone()) == []
+    assert pair.b.peer_has is not None and set(pair.b.peer_has) == {0}
+    pair.raw("a", m.HaveAll())
+    assert pair.b.peer_is_seed
+
+
+def test_a_late_bitfield_is_still_validated() -> None:
+    pair = ConnectionPair.make()
+    pair.raw("a", m.Interested())
     with pytest.raises(RemoteProtocolError):
-        pair.raw("a", late)
+        pair.raw("a", m.BitfieldMessage(b"\xff\xff"))  # spare bits set for 10 pieces
 
 
 def test_we_cannot_send_a_late_bitfield_either() -> None:

@@ -139,6 +139,8 @@ class _Peer:
     downloaded: RateMeter
     uploaded: RateMeter
     counted: Bitfield | None = None
+    wanted: int = 0
+    """How many pieces this peer has that we lack: interest is ``wanted > 0``, in O(1)."""
     last_block_at: float = 0.0
     snubbed: bool = False
     strikes: int = 0
@@ -298,24 +300,25 @@ class SwarmSession(Generic[PeerKey]):
             if not counted.has(index):
                 counted.set(index)
                 self.picker.peer_has(index)
+                if not self.have.has(index):
+                    peer.wanted += 1
         return self._update_interest(key, peer)
 
     def _peer_has(self, key: PeerKey, peer: _Peer, index: int) -> list[Action[PeerKey]]:
         counted = peer.counted
         if counted is None:
             return self._count_availability(key, peer)
-        if not counted.has(index):
-            counted.set(index)
-            self.picker.peer_has(index)
-        if not peer.connection.am_interested and not self.have.has(index):
-            return self._update_interest(key, peer)
-        return []
+        if counted.has(index):
+            return []
+        counted.set(index)
+        self.picker.peer_has(index)
+        if self.have.has(index):
+            return []
+        peer.wanted += 1
+        return self._update_interest(key, peer) if peer.wanted == 1 else []
 
     def _update_interest(self, key: PeerKey, peer: _Peer) -> list[Action[PeerKey]]:
-        has = peer.connection.peer_has
-        if has is None:
-            return []
-        wanted = not self.seeding and self.picker.interesting(has)
+        wanted = peer.wanted > 0 and not self.seeding
         if wanted and not peer.connection.am_interested:
             return [SendMessage(key, Interested())]
         if not wanted and peer.connection.am_interested:
@@ -387,8 +390,10 @@ class SwarmSession(Generic[PeerKey]):
             self.have.set(index)
             for key, peer in self._peers.items():
                 actions.append(SendMessage(key, Have(index)))
-                if peer.connection.am_interested:
-                    actions.extend(self._update_interest(key, peer))
+                if peer.counted is not None and peer.counted.has(index):
+                    peer.wanted -= 1
+                    if peer.wanted == 0:
+                        actions.extend(self._update_interest(key, peer))
             if self.have.complete:
                 actions.append(SwarmComplete())
                 return actions

@@ -464,27 +464,48 @@ class PeerConnection:
             self._early_haves.add(message.index)
         events.append(message)
 
-    def _start_announce(self, message: object) -> None:
-        if not self._remote_may_announce:
-            raise RemoteProtocolError(
-                f"{type(message).__name__} is only legal as the first message"
-            )
+    def _start_announce(self) -> bool:
+        """True for the peer's first announcement; False for a late one.
+
+        BEP 3 and 6 allow Bitfield, HaveAll and HaveNone only first, but aria2
+        sends later Bitfields (and a late HaveAll) in place of batches of Have.
+        A late announcement is taken as an update that adds pieces and never
+        removes one, which is all a Have could have said.
+        """
+        first = self._remote_may_announce
         self._remote_may_announce = False
+        return first
+
+    def _merge_bits(self, update: Bitfield) -> None:
+        if self._peer_has is None:
+            self._peer_has = update
+            return
+        for index in update:
+            self._peer_has.set(index)
 
     def _receive_bitfield(self, message: BitfieldMessage, events: list[Event]) -> None:
-        self._start_announce(message)
-        if self._num_pieces is not None:
+        first = self._start_announce()
+        if self._num_pieces is None:
+            if first or self._early_bitfield is None:
+                self._early_bitfield = message.data
+            else:
+                self._early_bitfield = bytes(
+                    a | b for a, b in zip(self._early_bitfield, message.data, strict=False)
+                )
+        elif first:
             self._peer_has = Bitfield(self._num_pieces, message.data)
         else:
-            self._early_bitfield = message.data
+            self._merge_bits(Bitfield(self._num_pieces, message.data))
         events.append(message)
 
     def _receive_have_all_or_none(self, message: HaveAll | HaveNone, events: list[Event]) -> None:
         self._remote_needs_fast(message)
-        self._start_announce(message)
+        first = self._start_announce()
         have_all = isinstance(message, HaveAll)
+        if not first and not have_all:
+            return  # a late HaveNone cannot take pieces back
         if self._num_pieces is None:
-            self._early_have_all = have_all
+            self._early_have_all = have_all or self._early_have_all
         elif have_all:
             self._peer_has = Bitfield.full(self._num_pieces)
         events.append(message)
