@@ -104,6 +104,15 @@ def _parser() -> argparse.ArgumentParser:
     get.add_argument("--json", action="store_true")
     _add_peer_options(get)
 
+    simulate = commands.add_parser("simulate", help="simulate a swarm with the real swarm logic")
+    simulate.add_argument(
+        "scenario", nargs="?", default="flash_crowd", help="a built-in name or a .toml file"
+    )
+    simulate.add_argument("--peers", type=int, help="scale the scenario to this many peers")
+    simulate.add_argument("--file-size", type=int, metavar="BYTES", help="scale the release size")
+    simulate.add_argument("--list", action="store_true", help="list the built-in scenarios")
+    simulate.add_argument("--json", action="store_true")
+
     demo = commands.add_parser("demo", help="run a loopback swarm and report")
     demo.add_argument("--leechers", type=int, default=4)
     demo.add_argument("--size-mib", type=int, default=64)
@@ -319,6 +328,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _create(args)
         if args.command == "info":
             return _info(args)
+        if args.command == "simulate":
+            from .sim.command import simulate
+
+            return simulate(args)
         if args.command == "demo":
             from .demo import run_demo
 

@@ -43,6 +43,7 @@ from ..wire.messages import (
 from .choker import Choker, PeerStats
 from .picker import BLOCK_SIZE, PiecePicker
 from .rates import RateMeter
+from .superseed import SuperSeeder
 
 __all__ = [
     "Action",
@@ -130,6 +131,8 @@ class SessionConfig:
     max_unverified_bytes: int = 32 << 20
     snub_timeout: float = 30.0
     max_hash_failures: int = 3
+    super_seed: bool = False
+    """BEP 16: as the initial seed, reveal pieces one by one so each is uploaded about once."""
 
 
 @dataclass
@@ -181,6 +184,9 @@ class SwarmSession(Generic[PeerKey]):
             optimistic_slots=self.config.optimistic_slots,
             rng=self._rng,
         )
+        self._super: SuperSeeder | None = None
+        if self.config.super_seed and have.complete:
+            self._super = SuperSeeder(num_pieces, rng=self._rng)
         self._peers: dict[PeerKey, _Peer] = {}
         self._unchoked: set[PeerKey] = set()
         self._verifying: set[int] = set()
@@ -228,7 +234,12 @@ class SwarmSession(Generic[PeerKey]):
         peer = _Peer(connection, now, RateMeter(now), RateMeter(now), last_block_at=now)
         self._peers[key] = peer
         actions: list[Action[PeerKey]] = []
-        if announced:
+        if self._super is not None:
+            self._super.peer_joined(key, connection.peer_has)
+            if connection.fast_enabled:
+                actions.append(SendMessage(key, HaveNone()))  # pieces are revealed one by one
+            actions.extend(self._offer(key))
+        elif announced:
             pass
         elif connection.fast_enabled and self.have.complete:
             actions.append(SendMessage(key, HaveAll()))
@@ -246,6 +257,9 @@ class SwarmSession(Generic[PeerKey]):
         self.picker.peer_lost(key, peer.counted)
         self._unchoked.discard(key)
         actions: list[Action[PeerKey]] = []
+        if self._super is not None:
+            self._super.peer_left(key)
+            actions.extend(self._offer_all())
         for other in self._peers:
             actions.extend(self._fill_requests(other, now))
         return actions
@@ -264,6 +278,8 @@ class SwarmSession(Generic[PeerKey]):
         if isinstance(event, Have):
             return self._peer_has(key, peer, event.index)
         if isinstance(event, BitfieldMessage | HaveAll | HaveNone):
+            if self._super is not None:
+                return self._super_seen_bitfield(key, peer)
             return self._count_availability(key, peer)
         if isinstance(event, RequestsDropped):
             for block in event.requests:
@@ -304,7 +320,29 @@ class SwarmSession(Generic[PeerKey]):
                     peer.wanted += 1
         return self._update_interest(key, peer)
 
+    def _offer(self, key: PeerKey) -> list[Action[PeerKey]]:
+        """Super-seeding: reveal the next piece to this peer, if its last one has spread."""
+        assert self._super is not None
+        piece = self._super.piece_to_offer(key)
+        return [] if piece is None else [SendMessage(key, Have(piece))]
+
+    def _super_seen_bitfield(self, key: PeerKey, peer: _Peer) -> list[Action[PeerKey]]:
+        assert self._super is not None
+        has = peer.connection.peer_has
+        for index in has if has is not None else ():
+            self._super.peer_has(key, index)
+        return self._offer_all()
+
+    def _offer_all(self) -> list[Action[PeerKey]]:
+        actions: list[Action[PeerKey]] = []
+        for key in self._peers:
+            actions.extend(self._offer(key))
+        return actions
+
     def _peer_has(self, key: PeerKey, peer: _Peer, index: int) -> list[Action[PeerKey]]:
+        if self._super is not None:
+            self._super.peer_has(key, index)
+            return self._offer_all()
         counted = peer.counted
         if counted is None:
             return self._count_availability(key, peer)
@@ -343,11 +381,13 @@ class SwarmSession(Generic[PeerKey]):
         if connection.peer_choking or not connection.am_interested or self.seeding:
             return []
         has = connection.peer_has
-        if has is None or peer.snubbed:
+        if has is None:
             return []
         if len(self._verifying) * self.piece_length > self.config.max_unverified_bytes:
             return []  # hashing is behind; piece_checked() refills when it catches up
-        wanted = self._queue_target(peer, now) - len(connection.requests_to_peer)
+        # A snubbed peer keeps one request: enough to notice when it recovers.
+        target = 1 if peer.snubbed else self._queue_target(peer, now)
+        wanted = target - len(connection.requests_to_peer)
         if wanted <= 0:
             return []
         return [SendMessage(key, Request(*block)) for block in self.picker.pick(key, has, wanted)]
@@ -420,7 +460,12 @@ class SwarmSession(Generic[PeerKey]):
     def _requested(self, key: PeerKey, peer: _Peer, request: Request) -> list[Action[PeerKey]]:
         block = (request.index, request.begin, request.length)
         piece_size = self.piece_size(request.index) if request.index < self.num_pieces else 0
-        if not self.have.has(request.index) or request.begin + request.length > piece_size:
+        offered = self._super is None or self._super.may_upload(key, request.index)
+        if (
+            not self.have.has(request.index)
+            or request.begin + request.length > piece_size
+            or not offered
+        ):
             if peer.connection.fast_enabled:
                 return [SendMessage(key, RejectRequest(*block))]
             peer.connection.discard_peer_request(*block)

@@ -149,6 +149,8 @@ class PeerConnection:
         self._requests_to_peer: set[BlockRequest] = set()
         self._requests_from_peer: set[BlockRequest] = set()
         self._cancelled: dict[BlockRequest, None] = {}
+        self.unexpected_rejects = 0
+        """Rejects for blocks not outstanding (ignored, as libtorrent does)."""
         self._pending_rejects: list[RejectRequest] = []
         self._allowed_fast_from_peer: set[int] = set()
         self._allowed_fast_to_peer: set[int] = set()
@@ -565,7 +567,9 @@ class PeerConnection:
         elif key in self._cancelled:
             del self._cancelled[key]
         else:
-            raise RemoteProtocolError("reject for a request that was never sent")
+            # A reject may cross an answer or a cancel on the wire (for instance when a
+            # block was cancelled, asked for again and served): harmless, so ignored.
+            self.unexpected_rejects += 1
 
     def _receive_allowed_fast(self, message: AllowedFast, events: list[Event]) -> None:
         self._remote_needs_fast(message)
