@@ -503,8 +503,13 @@ class SwarmSession(Generic[PeerKey]):
         return actions
 
     def _detect_snubbed(self, now: float) -> list[Action[PeerKey]]:
-        """A peer that sits on our requests loses them to others (and its reciprocation rank)."""
+        """A peer that sits on our requests loses them to others (and its reciprocation rank).
+
+        It keeps one request, chosen after the others refilled, so that a peer
+        that recovers is noticed even if it never speaks first.
+        """
         actions: list[Action[PeerKey]] = []
+        snubbed: list[PeerKey] = []
         for key, peer in self._peers.items():
             requests = peer.connection.requests_to_peer
             if peer.snubbed or not requests:
@@ -512,12 +517,20 @@ class SwarmSession(Generic[PeerKey]):
             if now - peer.last_block_at < self.config.snub_timeout:
                 continue
             peer.snubbed = True
+            snubbed.append(key)
             for block in list(requests):
                 actions.append(SendMessage(key, Cancel(*block)))
             self.picker.release_peer_requests(key)
-        if actions:
-            for key in self._peers:
+        if not snubbed:
+            return actions
+        for key in self._peers:
+            if key not in snubbed:
                 actions.extend(self._fill_requests(key, now))
+        for key in snubbed:
+            has = self._peers[key].connection.peer_has
+            if has is not None and not self.seeding:
+                picked = self.picker.pick(key, has, 1)
+                actions.extend(SendMessage(key, Request(*block)) for block in picked)
         return actions
 
     def _rechoke(self, now: float) -> list[Action[PeerKey]]:
