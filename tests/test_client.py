@@ -219,3 +219,45 @@ async def test_progress_reports_until_complete(
     assert seen[-1].verified_bytes == seen[-1].total_bytes == 3_000_000
     fractions = [status.fraction for status in seen]
     assert fractions == sorted(fractions)
+
+
+async def test_leechers_that_only_know_the_seeder_meet_through_pex(
+    make_release: Callable[..., Path], tmp_path: Path
+) -> None:
+    release = make_release(sizes=(4_000_000,))
+    metainfo = create_torrent(release, version="v1", piece_length=32768)
+    async with (
+        Client(host=LOOPBACK, pex_interval=0.2, upload_limit=2 << 20) as seeder,
+        Client(host=LOOPBACK, pex_interval=0.2) as first,
+        Client(host=LOOPBACK, pex_interval=0.2) as second,
+    ):
+        await seeder.seed(metainfo, release.parent)
+        a = await first.add_torrent(metainfo, tmp_path / "a", peers=[(LOOPBACK, seeder.port)])
+        b = await second.add_torrent(metainfo, tmp_path / "b", peers=[(LOOPBACK, seeder.port)])
+        with trio.fail_after(30):
+            while not any(p.connection.remote_peer_id == second.peer_id for p in a.peers):
+                await trio.sleep(0.05)
+            await a.complete.wait()
+            await b.complete.wait()
+    assert (tmp_path / "a" / release.name).read_bytes() == release.read_bytes()
+    assert (tmp_path / "b" / release.name).read_bytes() == release.read_bytes()
+
+
+async def test_private_torrents_do_not_exchange_peers(
+    make_release: Callable[..., Path], tmp_path: Path
+) -> None:
+    release = make_release(sizes=(2_000_000,))
+    metainfo = create_torrent(release, version="v1", piece_length=32768, private=True)
+    async with (
+        Client(host=LOOPBACK, pex_interval=0.2, upload_limit=1 << 20) as seeder,
+        Client(host=LOOPBACK, pex_interval=0.2) as first,
+        Client(host=LOOPBACK, pex_interval=0.2) as second,
+    ):
+        await seeder.seed(metainfo, release.parent)
+        a = await first.add_torrent(metainfo, tmp_path / "a", peers=[(LOOPBACK, seeder.port)])
+        b = await second.add_torrent(metainfo, tmp_path / "b", peers=[(LOOPBACK, seeder.port)])
+        with trio.fail_after(30):
+            await a.complete.wait()
+            await b.complete.wait()
+        assert not any(p.connection.remote_peer_id == second.peer_id for p in a.peers)
+        assert not any(p.connection.remote_peer_id == first.peer_id for p in b.peers)

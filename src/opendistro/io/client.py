@@ -27,6 +27,7 @@ from ..magnet import MagnetLink
 from ..metainfo import Metainfo
 from ..swarm.session import SessionConfig
 from ..wire.connection import PeerConnection
+from ..wire.extensions.ut_pex import PEX_INTERVAL
 from ..wire.messages import Handshake
 from ..wire.mse import EncryptionPolicy
 from .mse_stream import negotiate_incoming, negotiate_outgoing
@@ -62,6 +63,7 @@ class Client:
         session_config: SessionConfig | None = None,
         upload_limit: float | None = None,
         download_limit: float | None = None,
+        pex_interval: float = PEX_INTERVAL,
         peer_id: bytes | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
@@ -74,6 +76,7 @@ class Client:
         self.encryption = encryption
         self.max_peers_per_torrent = max_peers_per_torrent
         self.session_config = session_config or SessionConfig(upload_slots=upload_slots)
+        self.pex_interval = pex_interval
         self.upload_throttle = Throttle(upload_limit)
         self.download_throttle = Throttle(download_limit)
         self.peer_id = peer_id or make_peer_id()
@@ -301,7 +304,9 @@ class Client:
         if remote_id == self.peer_id or duplicate or torrent.stopped.is_set():
             await trio.aclose_forcefully(stream)
             return
-        session = PeerSession(torrent, torrent.throttled(stream), connection, address)
+        session = PeerSession(
+            torrent, torrent.throttled(stream), connection, address, dialed=initiator
+        )
         await session.run(rest)
         if session.error:
             self.log(f"peer {session.label} closed: {session.error}")

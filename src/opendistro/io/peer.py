@@ -42,8 +42,12 @@ class PeerSession:
         stream: trio.abc.Stream,
         connection: PeerConnection,
         address: tuple[str, int],
+        *,
+        dialed: bool = False,
     ) -> None:
         self.torrent = torrent
+        self.dialed = dialed
+        """We opened this connection, so ``address`` is where the peer listens."""
         self.stream = stream
         self.connection = connection
         self.address = address

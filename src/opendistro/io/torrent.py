@@ -52,6 +52,14 @@ from ..wire.extensions.ut_metadata import (
     encode_metadata_message,
     metadata_response,
 )
+from ..wire.extensions.ut_pex import (
+    PexPeer,
+    PexReceiver,
+    PexSender,
+    decode_pex,
+    encode_pex,
+    is_local_address,
+)
 from ..wire.messages import Extended, HaveNone, Piece
 from .throttle import Throttle, ThrottledStream
 
@@ -61,7 +69,7 @@ if TYPE_CHECKING:
 
 __all__ = ["OUR_EXTENSIONS", "Torrent", "TorrentState", "TorrentStatus"]
 
-OUR_EXTENSIONS = {"ut_metadata": 3}
+OUR_EXTENSIONS = {"ut_metadata": 3, "ut_pex": 1}
 """BEP 10 message ids we assign to the extensions we speak."""
 
 RESUME_SAVE_INTERVAL = 5.0
@@ -135,6 +143,8 @@ class Torrent:
         self._buffers: dict[int, bytearray] = {}
         self._assembler: MetadataAssembler | None = None
         self._hash_limiter = trio.CapacityLimiter(2)
+        self._pex_senders: dict[PeerSession, PexSender] = {}
+        self._pex_receivers: dict[PeerSession, PexReceiver] = {}
         self.upload_throttle = Throttle(None, parent=client.upload_throttle)
         self.download_throttle = Throttle(None, parent=client.download_throttle)
         self._resume: ResumeStore | None = None
@@ -459,6 +469,8 @@ class Torrent:
 
     def peer_gone(self, peer: PeerSession) -> None:
         self.peers.discard(peer)
+        self._pex_senders.pop(peer, None)
+        self._pex_receivers.pop(peer, None)
         if self.session is not None:
             self._execute(self.session.peer_disconnected(peer, trio.current_time()))
 
@@ -516,11 +528,58 @@ class Torrent:
             self.session.block_served(peer, length, trio.current_time())
 
     async def _tick_loop(self) -> None:
-        """Give the swarm logic the passing of time: choking rounds, snubbed peers."""
+        """Give the swarm logic the passing of time: choking rounds, snubbed peers, PEX."""
         while True:
             await trio.sleep(TICK_INTERVAL)
             if self.session is not None:
                 self._execute(self.session.tick(trio.current_time()))
+            self._send_pex(trio.current_time())
+
+    # -- BEP 11 peer exchange -------------------------------------------------
+
+    @property
+    def _pex_allowed(self) -> bool:
+        """BEP 27: a private torrent's peers come from its tracker only."""
+        return self.metainfo is None or not self.metainfo.private
+
+    def _listen_address(self, peer: PeerSession) -> tuple[str, int] | None:
+        """Where others can dial this peer: its BEP 10 ``p``, or the port we dialed."""
+        remote = peer.connection.remote_extensions
+        if remote is not None and remote.p:
+            return peer.address[0], remote.p
+        return peer.address if peer.dialed else None
+
+    def _send_pex(self, now: float) -> None:
+        if not self._pex_allowed:
+            return
+        known = {peer: self._listen_address(peer) for peer in self.peers}
+        for peer in list(self.peers):
+            remote = peer.connection.remote_extensions
+            if remote is None or "ut_pex" not in remote.m:
+                continue
+            sender = self._pex_senders.setdefault(
+                peer, PexSender(interval=self.client.pex_interval)
+            )
+            others = [
+                PexPeer(address[0], address[1])
+                for other, address in known.items()
+                if other is not peer and address is not None
+            ]
+            message = sender.make_message(others, now)
+            if message is not None:
+                peer.send(Extended(remote.m["ut_pex"], encode_pex(message)))
+
+    def _receive_pex(self, peer: PeerSession, payload: bytes) -> None:
+        if not self._pex_allowed:
+            return
+        receiver = self._pex_receivers.get(peer)
+        if receiver is None:
+            local = is_local_address(peer.address[0])
+            receiver = self._pex_receivers[peer] = PexReceiver(
+                min_interval=min(45.0, self.client.pex_interval / 2), accept_local=local
+            )
+        for address in receiver.receive(decode_pex(payload), trio.current_time()):
+            self.client.connect_soon(self, address)
 
     def _verify_and_write(self, index: int, data: bytearray) -> bool:
         assert self.verifier is not None and self.storage is not None
@@ -573,7 +632,11 @@ class Torrent:
             peer.send(Extended(remote.m["ut_metadata"], payload))
 
     def extension_message(self, peer: PeerSession, message: Extended) -> None:
-        if message.extension_id != OUR_EXTENSIONS["ut_metadata"]:
+        name = peer.connection.extension_name(message.extension_id)
+        if name == "ut_pex":
+            self._receive_pex(peer, message.payload)
+            return
+        if name != "ut_metadata":
             return
         decoded = decode_metadata_message(message.payload)
         remote = peer.connection.remote_extensions

@@ -284,7 +284,8 @@ class PexSender:
     wait for the next message.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, interval: float = PEX_INTERVAL) -> None:
+        self.interval = interval
         self._told: dict[tuple[str, int], None] = {}
         self._last_sent: float | None = None
         self.messages_sent = 0
@@ -295,8 +296,8 @@ class PexSender:
         return frozenset(self._told)
 
     def due(self, now: float) -> bool:
-        """True when a message may be sent: never sent yet, or :data:`PEX_INTERVAL` has passed."""
-        return self._last_sent is None or now - self._last_sent >= PEX_INTERVAL
+        """True when a message may be sent: never sent yet, or ``interval`` has passed."""
+        return self._last_sent is None or now - self._last_sent >= self.interval
 
     def make_message(self, connected: Iterable[PexPeer], now: float) -> PexMessage | None:
         """The next message to send, or None when it is not due or nothing changed.
