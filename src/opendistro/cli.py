@@ -116,6 +116,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run a loopback swarm and report")
     demo.add_argument("--leechers", type=int, default=4)
     demo.add_argument("--size-mib", type=int, default=64)
+    demo.add_argument(
+        "--seed-rate-mib", type=int, default=8, help="the seeder's upload cap, MiB/s"
+    )
     demo.add_argument("--dir", type=Path)
     demo.add_argument("--json", action="store_true")
     return parser

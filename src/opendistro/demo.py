@@ -68,12 +68,16 @@ def _progress_line(leechers: list[Torrent]) -> str:
 async def run_demo(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="opendistro-demo-") as scratch:
         workdir = Path(args.dir) if args.dir else Path(scratch)
-        report = await _run(workdir, args.leechers, args.size_mib << 20, quiet=args.json)
+        report = await _run(
+            workdir, args.leechers, args.size_mib << 20, args.seed_rate_mib << 20, quiet=args.json
+        )
     print(json.dumps(report) if args.json else _format_report(report))
     return 0 if report["verified"] else 1
 
 
-async def _run(workdir: Path, leecher_count: int, size: int, *, quiet: bool) -> dict[str, Any]:
+async def _run(
+    workdir: Path, leecher_count: int, size: int, seed_rate: int, *, quiet: bool
+) -> dict[str, Any]:
     def say(text: str) -> None:
         if not quiet:
             print(text, file=sys.stderr, flush=True)
@@ -89,9 +93,9 @@ async def _run(workdir: Path, leecher_count: int, size: int, *, quiet: bool) -> 
         )
         say(f"tracker {tracker.announce_url}; torrent {metainfo.name}: "
             f"{metainfo.num_pieces} pieces of {format_bytes(metainfo.piece_length)}")
-        seeder = await stack.enter_async_context(Client(host=LOOPBACK))
+        seeder = await stack.enter_async_context(Client(host=LOOPBACK, upload_limit=seed_rate))
         await seeder.seed(metainfo, publisher_dir)
-        say(f"seeder on {LOOPBACK}:{seeder.port}")
+        say(f"seeder on {LOOPBACK}:{seeder.port}, upload capped at {format_bytes(seed_rate)}/s")
         started = time.monotonic()
         leechers: list[Torrent] = []
         clients: list[Client] = []
@@ -125,10 +129,14 @@ async def _run(workdir: Path, leecher_count: int, size: int, *, quiet: bool) -> 
             })
         seeder_upload = seeder.torrents[0].status().bytes_uploaded
         nursery.cancel_scope.cancel()
+    single_source = size * leecher_count / seed_rate
     return {
         "release_bytes": size,
         "leechers": leecher_count,
+        "seed_rate": seed_rate,
         "seconds": round(elapsed, 3),
+        "single_source_seconds": round(single_source, 3),
+        "swarm_speedup": round(single_source / elapsed, 2),
         "swarm_mb_per_s": round(size * leecher_count / elapsed / 1e6, 1),
         "seeder_uploaded": seeder_upload,
         "results": results,
@@ -144,6 +152,8 @@ def _format_report(report: dict[str, Any]) -> str:
         f"({report['swarm_mb_per_s']} MB/s across the swarm)",
         f"seeder uploaded {format_bytes(report['seeder_uploaded'])} "
         f"({report['seeder_uploaded'] / report['release_bytes']:.2f} copies)",
+        f"swarm speed-up: {report['swarm_speedup']}x against the seeder alone, which at "
+        f"{format_bytes(report['seed_rate'])}/s would need {report['single_source_seconds']} s",
     ]
     for result in report["results"]:
         lines.append(
