@@ -9,8 +9,9 @@ import pytest
 import trio
 
 from opendistro.create import create_torrent
+from opendistro.errors import ConfigError
 from opendistro.io.client import Client
-from opendistro.io.torrent import TorrentState
+from opendistro.io.torrent import Torrent, TorrentState
 from opendistro.metainfo import Metainfo
 from opendistro.tracker.server import TrackerServer
 from opendistro.wire.mse import EncryptionPolicy
@@ -261,3 +262,56 @@ async def test_private_torrents_do_not_exchange_peers(
             await b.complete.wait()
         assert not any(p.connection.remote_peer_id == second.peer_id for p in a.peers)
         assert not any(p.connection.remote_peer_id == first.peer_id for p in b.peers)
+
+
+async def verification_order(torrent: Torrent) -> list[int]:
+    """Poll a downloading torrent; return its pieces in the order they became verified."""
+    order: list[int] = []
+    seen: set[int] = set()
+    with trio.fail_after(60):
+        while not torrent.complete.is_set():
+            if torrent.have is not None:
+                for index in torrent.have:
+                    if index not in seen:
+                        seen.add(index)
+                        order.append(index)
+            await trio.sleep(0)
+    assert torrent.error is None
+    return order
+
+
+async def test_sequential_download_verifies_pieces_roughly_in_order(
+    make_release: Callable[..., Path], tmp_path: Path
+) -> None:
+    release = make_release(sizes=(32 << 20,))
+    metainfo = create_torrent(release, version="v1", piece_length=256 << 10)
+    async with Client(host=LOOPBACK) as seeder, Client(host=LOOPBACK) as leecher:
+        await seeder.seed(metainfo, release.parent)
+        torrent = await leecher.add_torrent(
+            metainfo, tmp_path / "seq", peers=[(LOOPBACK, seeder.port)], sequential=True
+        )
+        order = await verification_order(torrent)
+    early = order[: len(order) // 10]
+    assert max(early) < metainfo.num_pieces // 2
+    assert (tmp_path / "seq" / release.name).read_bytes() == release.read_bytes()
+
+
+async def test_a_high_priority_file_arrives_first(
+    make_release: Callable[..., Path], tmp_path: Path
+) -> None:
+    release = make_release(sizes=(12 << 20, 4 << 20))
+    metainfo = create_torrent(release, version="hybrid", piece_length=256 << 10)
+    urgent = next(i for i, f in enumerate(metainfo.files) if f.length == 4 << 20)
+    entry = metainfo.files[urgent]
+    urgent_pieces = set(range(entry.offset // metainfo.piece_length,
+                              -(-entry.end // metainfo.piece_length)))
+    async with Client(host=LOOPBACK) as seeder, Client(host=LOOPBACK) as leecher:
+        await seeder.seed(metainfo, release.parent)
+        torrent = await leecher.add_torrent(metainfo, tmp_path / "prio")
+        torrent.set_file_priority(urgent, 7)
+        leecher.connect_soon(torrent, (LOOPBACK, seeder.port))
+        order = await verification_order(torrent)
+    position = {index: rank for rank, index in enumerate(order)}
+    assert max(position[i] for i in urgent_pieces) < len(order) // 2
+    with pytest.raises(ConfigError):
+        torrent.set_file_priority(0, 0)

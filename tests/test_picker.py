@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from opendistro.bitfield import Bitfield
-from opendistro.swarm.picker import BLOCK_SIZE, PiecePicker
+from opendistro.errors import ConfigError
+from opendistro.swarm.picker import BLOCK_SIZE, SKIP, PiecePicker
 
 PIECE = 4 * BLOCK_SIZE
 
 
 def make_picker(num_pieces: int = 8, total: int | None = None, **kwargs: object) -> PiecePicker:
     total = num_pieces * PIECE if total is None else total
+    kwargs.setdefault("random_first", 0)
     return PiecePicker(
         num_pieces, piece_length=PIECE, total_length=total, rng=random.Random(7), **kwargs
     )
@@ -150,3 +154,47 @@ def test_endgame_resumes_after_a_request_is_released() -> None:
     assert picker.pick("a", has, 10) == []  # nothing to duplicate to the same peer
     picker.request_failed("a", blocks[0])
     assert picker.pick("a", has, 10) == [blocks[0]]
+
+
+def test_higher_priority_pieces_come_first_and_skipped_ones_never() -> None:
+    picker = make_picker(num_pieces=4)
+    everything = bits(4, [0, 1, 2, 3])
+    picker.peer_has_bitfield(everything)
+    picker.peer_has(2)  # 2 is now the most common...
+    picker.set_priority(2, 7)  # ...but urgent
+    picker.set_priority(3, SKIP)
+    order = [picker.pick(key, everything, 4)[0][0] for key in "abc"]
+    assert order[0] == 2
+    assert 3 not in order
+    assert all(index != 3 for index, _, _ in picker.pick("d", everything, 16))  # endgame
+    for index in (0, 1, 2):
+        picker.piece_verified(index)
+    assert picker.complete  # the skipped piece is not waited for
+
+
+def test_sequential_mode_picks_in_order() -> None:
+    picker = make_picker(num_pieces=6, sequential=True)
+    everything = bits(6, list(range(6)))
+    picker.peer_has_bitfield(everything)
+    picker.peer_has(0)
+    started = [picker.pick(key, everything, 4)[0][0] for key in "abcdef"]
+    assert started == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_peer_with_nothing_starts_with_random_pieces() -> None:
+    starts = set()
+    for seed in range(20):
+        picker = PiecePicker(
+            8, piece_length=PIECE, total_length=8 * PIECE, rng=random.Random(seed)
+        )
+        everything = bits(8, list(range(8)))
+        picker.peer_has_bitfield(everything)
+        for index in range(1, 8):
+            picker.peer_has(index)  # piece 0 is the rarest
+        starts.add(picker.pick("a", everything, 1)[0][0])
+    assert len(starts) > 2  # not always the rarest piece 0
+
+
+def test_a_bad_priority_is_a_config_error() -> None:
+    with pytest.raises(ConfigError):
+        make_picker().set_priority(0, 9)

@@ -101,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     get.add_argument("-o", "--output", type=Path, default=Path("."))
     get.add_argument("--seed-ratio", type=float)
     get.add_argument("--seed-time", type=float)
+    get.add_argument("--sequential", action="store_true", help="fetch pieces in order")
     get.add_argument("--json", action="store_true")
     _add_peer_options(get)
 
@@ -256,7 +257,9 @@ async def _get(args: argparse.Namespace) -> int:
         if isinstance(source, MagnetLink):
             torrent = await client.add_magnet(source, args.output, peers=args.peer)
         else:
-            torrent = await client.add_torrent(source, args.output, peers=args.peer)
+            torrent = await client.add_torrent(
+                source, args.output, peers=args.peer, sequential=args.sequential
+            )
         printer = None if args.json else ProgressPrinter(sys.stderr)
         await _wait_with_progress(torrent, printer)
         if torrent.error is not None:

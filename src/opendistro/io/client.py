@@ -146,8 +146,11 @@ class Client:
         seed_only: bool = False,
         upload_limit: float | None = None,
         download_limit: float | None = None,
+        sequential: bool = False,
     ) -> Torrent:
         """Download (or, with ``seed_only``, seed from) ``download_dir``; returns at once.
+
+        ``sequential`` fetches pieces in order (for streaming) instead of rarest first.
 
         ``upload_limit`` and ``download_limit`` (bytes per second) cap this
         torrent; the client's own limits apply on top.
@@ -158,6 +161,7 @@ class Client:
             download_dir=Path(download_dir),
             metainfo=metainfo,
             seed_only=seed_only,
+            sequential=sequential,
         )
         torrent.upload_throttle.set_rate(upload_limit)
         torrent.download_throttle.set_rate(download_limit)

@@ -10,6 +10,7 @@ reaches disk and memory stays bounded by the pieces in flight.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import enum
 import ipaddress
 import os
@@ -21,13 +22,21 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..bitfield import Bitfield
-from ..errors import IntegrityError, MetainfoError, OpenDistroError, StorageError, TrackerError
+from ..errors import (
+    ConfigError,
+    IntegrityError,
+    MetainfoError,
+    OpenDistroError,
+    StorageError,
+    TrackerError,
+)
 from ..integrity.pieces import PieceVerifier
 from ..magnet import MagnetLink
 from ..metainfo import Metainfo
 from ..storage.check import check_pieces
 from ..storage.files import FileStorage
 from ..storage.resume import ResumeStore
+from ..swarm.picker import DEFAULT_PRIORITY
 from ..swarm.session import (
     Action,
     DropPeer,
@@ -118,6 +127,7 @@ class Torrent:
         metainfo: Metainfo | None = None,
         magnet: MagnetLink | None = None,
         seed_only: bool = False,
+        sequential: bool = False,
     ) -> None:
         self.client = client
         self.info_hash = info_hash
@@ -125,6 +135,8 @@ class Torrent:
         self.metainfo = metainfo
         self.magnet = magnet
         self.seed_only = seed_only
+        self.sequential = sequential
+        self._file_priorities: dict[int, int] = {}
         self.state = TorrentState.METADATA if metainfo is None else TorrentState.CHECKING
         self.storage: FileStorage | None = None
         self.session: SwarmSession[PeerSession] | None = None
@@ -196,6 +208,29 @@ class Torrent:
             with trio.move_on_after(interval):
                 await self.complete.wait()
         yield self.status()
+
+    def set_file_priority(self, file_index: int, priority: int) -> None:
+        """Download this file's pieces earlier (up to 7) or later (down to 1); 4 is normal.
+
+        A piece shared with another file takes the higher of the two priorities.
+        Skipping a file (0) is not offered yet: the final path only ever receives
+        a complete, verified release.
+        """
+        if not 1 <= priority <= 7:
+            raise ConfigError(f"file priority must be 1..7, got {priority}")
+        self._file_priorities[file_index] = priority
+        if self.session is not None:
+            self._apply_file_priority(file_index)
+
+    def _apply_file_priority(self, file_index: int) -> None:
+        assert self.session is not None and self.storage is not None
+        layout = self.storage.layout
+        for index in layout.pieces_of_file(file_index):
+            shared = [
+                self._file_priorities.get(other, DEFAULT_PRIORITY)
+                for other in layout.files_of_piece(index)
+            ]
+            self.session.picker.set_priority(index, max(shared, default=DEFAULT_PRIORITY))
 
     def have_piece(self, index: int) -> bool:
         return self.have is not None and 0 <= index < len(self.have) and self.have.has(index)
@@ -310,8 +345,10 @@ class Torrent:
             total_length=metainfo.total_length,
             have=have,
             padding=padding,
-            config=self.client.session_config,
+            config=dataclasses.replace(self.client.session_config, sequential=self.sequential),
         )
+        for file_index in self._file_priorities:
+            self._apply_file_priority(file_index)
         now = trio.current_time()
         for peer in list(self.peers):
             peer.connection.set_num_pieces(metainfo.num_pieces)

@@ -32,10 +32,14 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from ..bitfield import Bitfield
+from ..errors import ConfigError
 
-__all__ = ["BLOCK_SIZE", "Block", "PiecePicker"]
+__all__ = ["BLOCK_SIZE", "DEFAULT_PRIORITY", "MAX_PRIORITY", "SKIP", "Block", "PiecePicker"]
 
 BLOCK_SIZE = 16384
+SKIP = 0
+DEFAULT_PRIORITY = 4
+MAX_PRIORITY = 7
 
 Block = tuple[int, int, int]
 """(piece index, offset within the piece, length): the unit of a request."""
@@ -122,6 +126,8 @@ class PiecePicker(Generic[PeerKey]):
         rng: random.Random | None = None,
         endgame_duplicates: int = 2,
         block_size: int = BLOCK_SIZE,
+        sequential: bool = False,
+        random_first: int = 4,
     ) -> None:
         self.num_pieces = num_pieces
         self.block_size = block_size
@@ -131,15 +137,21 @@ class PiecePicker(Generic[PeerKey]):
         self._availability = [0] * num_pieces
         self._in_progress: dict[int, _PieceProgress[PeerKey]] = {}
         self._missing = num_pieces - self.have.count
-        self._buckets: dict[int, _IndexedSet] = {}
+        self._priority = [DEFAULT_PRIORITY] * num_pieces
+        self._buckets: dict[tuple[int, int], _IndexedSet] = {}
         for index in self.have.missing():
-            self._bucket(0).add(index)
+            self._bucket(index).add(index)
         self._rng = rng or random.Random()
         self._endgame_duplicates = endgame_duplicates
         self._padding = sorted(padding)
         self._padding_starts = [start for start, _ in self._padding]
         self._releases = 0
         self._endgame_dry: dict[PeerKey, int] = {}
+        self.sequential = sequential
+        """Pick pieces in order (for streaming) instead of rarest first."""
+        self.random_first = random_first
+        """Pick at random until this many pieces are had or in progress."""
+        self._sequential_cursor = 0
 
     # -- what peers have -------------------------------------------------
 
@@ -148,24 +160,53 @@ class PiecePicker(Generic[PeerKey]):
             return self.total_length - index * self.piece_length
         return self.piece_length
 
-    def _bucket(self, availability: int) -> _IndexedSet:
-        bucket = self._buckets.get(availability)
+    def _key(self, index: int) -> tuple[int, int]:
+        """Buckets sort by priority (highest first), then availability (rarest first)."""
+        return -self._priority[index], self._availability[index]
+
+    def _bucket(self, index: int) -> _IndexedSet:
+        key = self._key(index)
+        bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[availability] = _IndexedSet()
+            bucket = self._buckets[key] = _IndexedSet()
         return bucket
 
+    def _unbucket(self, index: int) -> None:
+        key = self._key(index)
+        bucket = self._buckets[key]
+        bucket.remove(index)
+        if not bucket:
+            del self._buckets[key]
+
     def _is_pickable(self, index: int) -> bool:
-        return not self.have.has(index) and index not in self._in_progress
+        return (
+            not self.have.has(index)
+            and index not in self._in_progress
+            and self._priority[index] != SKIP
+        )
+
+    def set_priority(self, index: int, priority: int) -> None:
+        """0 skips the piece; 1..7 order pieces, higher first (4 is the default)."""
+        if not SKIP <= priority <= MAX_PRIORITY:
+            raise ConfigError(f"piece priority must be {SKIP}..{MAX_PRIORITY}, got {priority}")
+        if self._priority[index] == priority:
+            return
+        was_pickable = self._is_pickable(index)
+        if was_pickable:
+            self._unbucket(index)
+        if not self.have.has(index):
+            self._missing -= (priority == SKIP) - (self._priority[index] == SKIP)
+        self._priority[index] = priority
+        if self._is_pickable(index):
+            self._bucket(index).add(index)
 
     def _move(self, index: int, delta: int) -> None:
-        old = self._availability[index]
-        self._availability[index] = old + delta
-        if self._is_pickable(index):
-            bucket = self._buckets[old]
-            bucket.remove(index)
-            if not bucket:
-                del self._buckets[old]
-            self._bucket(old + delta).add(index)
+        pickable = self._is_pickable(index)
+        if pickable:
+            self._unbucket(index)
+        self._availability[index] += delta
+        if pickable:
+            self._bucket(index).add(index)
 
     def peer_has(self, index: int) -> None:
         self._move(index, +1)
@@ -239,11 +280,7 @@ class PiecePicker(Generic[PeerKey]):
 
     def _start_piece(self, index: int) -> _PieceProgress[PeerKey]:
         """Begin a piece; blocks lying wholly in padding count as received (they are zeros)."""
-        availability = self._availability[index]
-        bucket = self._buckets[availability]
-        bucket.remove(index)
-        if not bucket:
-            del self._buckets[availability]
+        self._unbucket(index)
         block_size = self.block_size
         progress: _PieceProgress[PeerKey] = _PieceProgress(self.piece_size(index), block_size)
         piece_start = index * self.piece_length
@@ -261,19 +298,47 @@ class PiecePicker(Generic[PeerKey]):
         return progress
 
     def _rarest_new_piece(self, peer_has: Bitfield) -> int | None:
-        """The rarest not-yet-started piece the peer has, ties broken at random.
+        """The next piece to start from this peer, by the picking mode in force.
 
+        Normally the highest-priority, rarest piece it has, ties broken at
+        random; in sequential mode the lowest-numbered one (for streaming);
+        and until we hold ``random_first`` pieces a random one, since a rare
+        piece has few sources and a newcomer needs something to trade soon.
         Availability 0 is skipped: a piece the peer has is available at least once.
         """
-        for availability in sorted(self._buckets):
-            if availability == 0:
+        if self.sequential:
+            return self._first_in_order(peer_has)
+        if self.have.count + len(self._in_progress) < self.random_first:
+            return self._random_piece(peer_has)
+        for key in sorted(self._buckets):
+            if key[1] == 0:
                 continue
-            bucket = self._buckets[availability]
+            bucket = self._buckets[key]
             start = self._rng.randrange(len(bucket))
             for index in bucket.rotated(start):
                 if peer_has.has(index):
                     return index
         return None
+
+    def _first_in_order(self, peer_has: Bitfield) -> int | None:
+        for index in range(self._sequential_cursor, self.num_pieces):
+            if not self._is_pickable(index):
+                if index == self._sequential_cursor and index not in self._in_progress:
+                    self._sequential_cursor += 1
+                continue
+            if peer_has.has(index):
+                return index
+        return None
+
+    def _random_piece(self, peer_has: Bitfield) -> int | None:
+        candidates = [
+            index
+            for key, bucket in self._buckets.items()
+            if key[1] > 0
+            for index in bucket.rotated(0)
+            if peer_has.has(index)
+        ]
+        return self._rng.choice(candidates) if candidates else None
 
     def _pick_endgame(
         self, key: PeerKey, peer_has: Bitfield, count: int, picked: list[Block]
@@ -324,17 +389,18 @@ class PiecePicker(Generic[PeerKey]):
             return
         if index in self._in_progress:
             del self._in_progress[index]
-        else:
-            self._start_piece(index)  # leaves its bucket
-            del self._in_progress[index]
+        elif self._is_pickable(index):
+            self._unbucket(index)
+        if self._priority[index] != SKIP:
+            self._missing -= 1
         self.have.set(index)
-        self._missing -= 1
 
     def piece_failed(self, index: int) -> None:
         """The piece failed its hash check: every block must be fetched again."""
         if self._in_progress.pop(index, None) is not None:
-            self._bucket(self._availability[index]).add(index)
+            self._bucket(index).add(index)
             self._releases += 1
+            self._sequential_cursor = min(self._sequential_cursor, index)
 
     def request_failed(self, key: PeerKey, block: Block) -> None:
         """A request was rejected, timed out or dropped by a choke: free the block."""

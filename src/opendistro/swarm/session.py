@@ -133,6 +133,8 @@ class SessionConfig:
     max_hash_failures: int = 3
     super_seed: bool = False
     """BEP 16: as the initial seed, reveal pieces one by one so each is uploaded about once."""
+    sequential: bool = False
+    """Download pieces in order (streaming) instead of rarest first."""
 
 
 @dataclass
@@ -178,6 +180,7 @@ class SwarmSession(Generic[PeerKey]):
             padding=padding,
             rng=self._rng,
             block_size=self.config.block_size,
+            sequential=self.config.sequential,
         )
         self.choker = Choker(
             slots=self.config.upload_slots,
