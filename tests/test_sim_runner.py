@@ -6,6 +6,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +97,23 @@ def test_simulate_command_prints_json_figures() -> None:
     assert summary["scenario"] == "heterogeneous"
     assert summary["completed"] == 40
     assert summary["last_over_bound"] >= 1.0
+
+
+def test_simulate_can_plot_completion_and_progress(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    picture = tmp_path / "run.png"
+    result = subprocess.run(
+        [sys.executable, "-m", "opendistro.cli", "simulate", "steady_arrivals", "--peers", "30",
+         "--file-size", str(4 * MIB), "--plot", str(picture), "--json"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["plot"] == str(picture)
+    assert picture.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_the_runner_records_progress_over_time() -> None:
+    metrics = run_scenario(small())
+    fractions = [downloaded for _, downloaded, _ in metrics.timeline]
+    assert fractions == sorted(fractions)
+    assert metrics.timeline[-1][2] == 1.0

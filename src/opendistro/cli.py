@@ -112,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--peers", type=int, help="scale the scenario to this many peers")
     simulate.add_argument("--file-size", type=int, metavar="BYTES", help="scale the release size")
     simulate.add_argument("--list", action="store_true", help="list the built-in scenarios")
+    simulate.add_argument("--plot", type=Path, metavar="PNG", help="needs matplotlib")
     simulate.add_argument("--json", action="store_true")
 
     demo = commands.add_parser("demo", help="run a loopback swarm and report")

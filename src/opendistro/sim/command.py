@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
+from .plot import plot_run
 from .runner import run_scenario
 from .scenario import Scenario, builtin_scenarios
 
@@ -40,8 +41,13 @@ def simulate(args: argparse.Namespace) -> int:
         if not args.json and int(now) % 30 == 0:
             print(f"t={now:8.0f}s  {completed}/{total} peers complete", file=sys.stderr)
 
-    summary = run_scenario(scenario, progress=report).summary()
+    metrics = run_scenario(scenario, progress=report)
+    summary = metrics.summary()
     summary["scenario"] = scenario.name
+    if args.plot is not None:
+        if not plot_run(metrics, args.plot, title=f"{scenario.name}: {summary['peers']} peers"):
+            raise ConfigError("--plot needs matplotlib: pip install 'opendistro[plot]'")
+        summary["plot"] = str(args.plot)
     if args.json:
         print(json.dumps(summary))
         return 0

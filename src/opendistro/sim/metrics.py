@@ -22,7 +22,7 @@ import math
 import resource
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
@@ -151,6 +151,8 @@ class RunMetrics:
     peak_rss_mb: float
     peers: int = 0
     """How many peers took part (0: infer from the per-peer dicts)."""
+    timeline: list[tuple[float, float, float]] = field(default_factory=list)
+    """(virtual time, mean fraction downloaded, fraction of peers complete), once a second."""
 
     @property
     def peer_count(self) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import ConfigError
 from .metrics import RunMetrics
 
-__all__ = ["matplotlib_available", "plot_completion_cdf", "text_cdf"]
+__all__ = ["matplotlib_available", "plot_completion_cdf", "plot_run", "text_cdf"]
 
 
 def matplotlib_available() -> bool:
@@ -54,6 +54,46 @@ def plot_completion_cdf(runs: Mapping[str, RunMetrics], path: str | Path) -> boo
         axes.set_ylim(0, 1.02)
         axes.grid(True, alpha=0.3)
         axes.legend(loc="lower right")
+        figure.tight_layout()
+        figure.savefig(str(path))
+    finally:
+        pyplot.close(figure)
+    return True
+
+
+def plot_run(run: RunMetrics, path: str | Path, *, title: str = "") -> bool:
+    """Two panels into ``path``: the completion CDF against the fluid bound, and
+    progress over time (mean fraction downloaded, fraction of peers complete).
+
+    Returns False, having written nothing, when matplotlib is not installed.
+    """
+    if not matplotlib_available():
+        return False
+    matplotlib: Any = importlib.import_module("matplotlib")
+    matplotlib.use("Agg")
+    pyplot: Any = importlib.import_module("matplotlib.pyplot")
+    figure, (cdf, progress) = pyplot.subplots(1, 2, figsize=(12, 4.5))
+    try:
+        times = sorted(run.completion_times.values())
+        total = run.peer_count or len(times) or 1
+        cdf.step(times, [(i + 1) / total for i in range(len(times))], where="post")
+        if run.bound > 0:
+            cdf.axvline(run.bound, linestyle=":", color="grey", label="fluid lower bound")
+            cdf.legend(loc="lower right")
+        cdf.set_xlabel("seconds from arrival to completion")
+        cdf.set_ylabel("fraction of peers complete")
+        cdf.set_ylim(0, 1.02)
+        cdf.grid(True, alpha=0.3)
+        when = [point[0] for point in run.timeline]
+        progress.plot(when, [point[1] for point in run.timeline], label="mean downloaded")
+        progress.plot(when, [point[2] for point in run.timeline], label="peers complete")
+        progress.set_xlabel("virtual seconds")
+        progress.set_ylabel("fraction")
+        progress.set_ylim(0, 1.02)
+        progress.grid(True, alpha=0.3)
+        progress.legend(loc="lower right")
+        if title:
+            figure.suptitle(title)
         figure.tight_layout()
         figure.savefig(str(path))
     finally:

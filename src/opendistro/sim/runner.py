@@ -76,6 +76,7 @@ def run_scenario(
     arrivals = _arrival_plan(scenario, rng)
     quitters: dict[int, float] = {}
     joined: list[VirtualPeer] = []
+    timeline: list[tuple[float, float, float]] = []
 
     def join(upload: float, download: float, latency: float, quits_at: float | None) -> None:
         peer = swarm.add_peer(upload=upload, download=download, latency=latency)
@@ -102,8 +103,12 @@ def run_scenario(
         limit = scenario.seed_leaves_after_copies
         if limit is not None and seed.online and seed.uploaded >= limit * scenario.file_size:
             swarm.remove_peer(seed)
+        completed = sum(1 for peer in joined if peer.completed_at is not None)
+        if joined:
+            pieces = sum(peer.session.have.count for peer in joined)
+            mean = pieces / (len(joined) * scenario.num_pieces)
+            timeline.append((swarm.loop.now, mean, completed / total))
         if progress is not None:
-            completed = sum(1 for peer in joined if peer.completed_at is not None)
             progress(swarm.loop.now, completed, total)
         if finished():
             swarm.loop.stop()
@@ -112,7 +117,9 @@ def run_scenario(
 
     swarm.loop.call_later(SWEEP_INTERVAL, sweep)
     swarm.loop.run(until=scenario.duration_limit)
-    return _measure(scenario, swarm, seed, joined, time.perf_counter() - started)
+    metrics = _measure(scenario, swarm, seed, joined, time.perf_counter() - started)
+    metrics.timeline = timeline
+    return metrics
 
 
 def _arrival_plan(
