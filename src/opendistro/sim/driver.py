@@ -83,7 +83,7 @@ class SimulatedSwarm:
         config: SessionConfig,
         rng: random.Random,
         max_connections: int = 40,
-        tick_interval: float = 1.0,
+        tick_interval: float = 5.0,
         on_complete: Callable[[VirtualPeer], None] | None = None,
     ) -> None:
         self.loop = EventLoop()
