@@ -37,6 +37,7 @@ from opendistro.wire.extensions.ut_pex import (
     is_local_address,
 )
 from opendistro.wire.messages import Extended
+from tests.lt_session import loopback_session
 
 VECTORS = Path(__file__).resolve().parent.parent / "extensions" / "ut_pex_vectors.json"
 
@@ -395,26 +396,8 @@ PIECE_LENGTH = 16384
 
 
 def _lt_session(lt: Any) -> Any:
-    """A loopback-only libtorrent session, as in ../shared/interop/lt_peer.py (ut_pex is on)."""
-    session = lt.session(
-        {
-            "listen_interfaces": f"{LOOPBACK}:0",
-            "outgoing_interfaces": LOOPBACK,
-            "enable_dht": False,
-            "dht_bootstrap_nodes": "",
-            "enable_lsd": False,
-            "enable_upnp": False,
-            "enable_natpmp": False,
-            "enable_incoming_utp": False,
-            "enable_outgoing_utp": False,
-            "allow_multiple_connections_per_ip": True,
-        }
-    )
-    ip_filter = lt.ip_filter()
-    ip_filter.add_rule("0.0.0.0", "255.255.255.255", 1)
-    ip_filter.add_rule("127.0.0.0", "127.255.255.255", 0)
-    session.set_ip_filter(ip_filter)
-    return session
+    """A loopback-only libtorrent session (ut_pex is on by default)."""
+    return loopback_session()
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from opendistro.wire.extensions.ut_metadata import (
     encode_metadata_message,
     metadata_response,
 )
+from tests.lt_session import loopback_session
 
 INFO_HASH = bytes(range(20))
 OTHER_HASH = bytes(range(1, 21))
@@ -764,21 +765,8 @@ def _make_torrent(lt: Any, folder: Path, payload: bytes) -> bytes:
 
 
 def _libtorrent_session(lt: Any) -> Any:
-    """A libtorrent session confined to 127.0.0.1, plaintext, TCP only."""
-    return lt.session(
-        {
-            "listen_interfaces": "127.0.0.1:0",
-            "outgoing_interfaces": "127.0.0.1",
-            "enable_dht": False,
-            "enable_lsd": False,
-            "enable_upnp": False,
-            "enable_natpmp": False,
-            "enable_incoming_utp": False,
-            "enable_outgoing_utp": False,
-            "allow_multiple_connections_per_ip": True,
-            "out_enc_policy": 2,  # pe_disabled: this test speaks the plain protocol
-        }
-    )
+    """A loopback-only libtorrent session, plaintext: this test speaks the plain protocol."""
+    return loopback_session(out_enc_policy=2)  # pe_disabled
 
 
 def _add(lt: Any, session: Any, params: Any, folder: Path) -> Any:

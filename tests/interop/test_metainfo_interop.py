@@ -21,6 +21,7 @@ import pytest
 from opendistro.create import create_torrent
 from opendistro.integrity import PieceVerifier
 from opendistro.metainfo import Metainfo
+from tests.lt_session import loopback_session
 
 pytestmark = pytest.mark.interop
 lt: Any = pytest.importorskip("libtorrent")
@@ -127,23 +128,6 @@ def test_libtorrent_made_torrents_parse_to_the_same_hashes(
     assert ours.url_list == ["http://127.0.0.1:2/seed/"]
     assert ours.comment == "made by libtorrent"
     assert_we_verify_every_piece(ours, target)
-
-
-def loopback_session() -> Any:
-    """A libtorrent session confined to 127.0.0.1 with all discovery off (see lt_peer.py)."""
-    return lt.session(
-        {
-            "listen_interfaces": "127.0.0.1:0",
-            "outgoing_interfaces": "127.0.0.1",
-            "enable_dht": False,
-            "dht_bootstrap_nodes": "",
-            "enable_lsd": False,
-            "enable_upnp": False,
-            "enable_natpmp": False,
-            "enable_incoming_utp": False,
-            "enable_outgoing_utp": False,
-        }
-    )
 
 
 def libtorrent_checks_all_pieces(torrent: bytes, save_path: Path) -> Any:

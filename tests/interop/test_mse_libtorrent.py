@@ -21,6 +21,7 @@ import trio  # type: ignore[import-untyped, unused-ignore]
 from opendistro.errors import EncryptionError
 from opendistro.io.mse_stream import EncryptedStream, negotiate_incoming, negotiate_outgoing
 from opendistro.wire.mse import PROTOCOL_HEADER, EncryptionPolicy
+from tests.lt_session import loopback_session
 
 lt: Any = pytest.importorskip("libtorrent")
 
@@ -42,29 +43,12 @@ class Seed:
 
 def make_session() -> Any:
     """A loopback-only libtorrent session that refuses anything but RC4 MSE."""
-    session = lt.session(
-        {
-            "listen_interfaces": f"{LOOPBACK}:0",
-            "outgoing_interfaces": LOOPBACK,
-            "enable_dht": False,
-            "dht_bootstrap_nodes": "",
-            "enable_lsd": False,
-            "enable_upnp": False,
-            "enable_natpmp": False,
-            "enable_incoming_utp": False,
-            "enable_outgoing_utp": False,
-            "allow_multiple_connections_per_ip": True,
-            "out_enc_policy": int(lt.enc_policy.forced),
-            "in_enc_policy": int(lt.enc_policy.forced),
-            "allowed_enc_level": int(lt.enc_level.rc4),
-            "prefer_rc4": True,
-        }
+    return loopback_session(
+        out_enc_policy=int(lt.enc_policy.forced),
+        in_enc_policy=int(lt.enc_policy.forced),
+        allowed_enc_level=int(lt.enc_level.rc4),
+        prefer_rc4=True,
     )
-    ip_filter = lt.ip_filter()
-    ip_filter.add_rule("0.0.0.0", "255.255.255.255", 1)
-    ip_filter.add_rule("127.0.0.0", "127.255.255.255", 0)
-    session.set_ip_filter(ip_filter)
-    return session
 
 
 @pytest.fixture(scope="module")
