@@ -215,19 +215,28 @@ class Client:
     # -- connections ------------------------------------------------------
 
     def connect_soon(self, torrent: Torrent, address: tuple[str, int]) -> None:
-        """Dial a peer in the background unless we already talk to it or are full."""
+        """Offer a peer address for ``torrent``; it is dialled when a connection slot is free."""
         if self._nursery is None or torrent.stopped.is_set():
             return
         host, port = address
         if port == self.port and host in (self.host, "127.0.0.1", "localhost"):
             return
-        key = (torrent.info_hash, (host, port))
-        if key in self._dialing or len(torrent.peers) >= self.max_peers_per_torrent:
+        torrent.candidates.add((host, port))
+        self.dial_more(torrent)
+
+    def dial_more(self, torrent: Torrent) -> None:
+        """Dial the best candidates while the torrent has free connection slots."""
+        if self._nursery is None or torrent.stopped.is_set():
             return
-        if any(peer.address == (host, port) for peer in torrent.peers):
-            return
-        self._dialing.add(key)
-        self._nursery.start_soon(self._dial, torrent, (host, port))
+        dialing = sum(1 for info_hash, _ in self._dialing if info_hash == torrent.info_hash)
+        free = self.max_peers_per_torrent - len(torrent.peers) - dialing
+        connected = {peer.address for peer in torrent.peers}
+        for address in torrent.candidates.next_to_dial(trio.current_time(), free):
+            if address in connected:
+                torrent.candidates.connected(address)
+                continue
+            self._dialing.add((torrent.info_hash, address))
+            self._nursery.start_soon(self._dial, torrent, address)
 
     async def _open(self, address: tuple[str, int], info_hash: bytes) -> trio.abc.Stream:
         host, port = address
@@ -252,11 +261,17 @@ class Client:
         try:
             stream = await self._open(address, torrent.info_hash)
         except (OSError, trio.TooSlowError, OpenDistroError) as exc:
-            self._dialing.discard(key)
             self.log(f"cannot connect to {address[0]}:{address[1]}: {exc}")
+            torrent.candidates.failed(address, trio.current_time())
             return
-        self._dialing.discard(key)
-        await self._run_connection(stream, address, torrent, initiator=True)
+        finally:
+            self._dialing.discard(key)
+        ran = await self._run_connection(stream, address, torrent, initiator=True)
+        if ran:
+            torrent.candidates.disconnected(address, trio.current_time())
+        else:
+            torrent.candidates.failed(address, trio.current_time())
+        self.dial_more(torrent)
 
     async def _accept(self, stream: trio.SocketStream) -> None:
         try:
@@ -281,8 +296,11 @@ class Client:
         torrent: Torrent | None,
         *,
         initiator: bool,
-    ) -> None:
-        """Exchange handshakes, then hand the connection to a PeerSession."""
+    ) -> bool:
+        """Exchange handshakes, then hand the connection to a PeerSession.
+
+        Returns whether a session ran (False: the handshake failed or was refused).
+        """
         try:
             with trio.fail_after(HANDSHAKE_TIMEOUT):
                 if initiator:
@@ -302,18 +320,21 @@ class Client:
         except (OpenDistroError, trio.TooSlowError, trio.BrokenResourceError, OSError) as exc:
             self.log(f"handshake with {address[0]}:{address[1]} failed: {exc}")
             await trio.aclose_forcefully(stream)
-            return
+            return False
         remote_id = connection.remote_peer_id
         duplicate = any(peer.connection.remote_peer_id == remote_id for peer in torrent.peers)
         if remote_id == self.peer_id or duplicate or torrent.stopped.is_set():
             await trio.aclose_forcefully(stream)
-            return
+            return False
+        if initiator:
+            torrent.candidates.connected(address)
         session = PeerSession(
             torrent, torrent.throttled(stream), connection, address, dialed=initiator
         )
         await session.run(rest)
         if session.error:
             self.log(f"peer {session.label} closed: {session.error}")
+        return True
 
     def _new_connection(self, torrent: Torrent, *, initiator: bool) -> PeerConnection:
         return PeerConnection(

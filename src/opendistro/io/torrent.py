@@ -36,6 +36,7 @@ from ..metainfo import Metainfo
 from ..storage.check import check_pieces
 from ..storage.files import FileStorage
 from ..storage.resume import ResumeStore
+from ..swarm.candidates import PeerCandidates
 from ..swarm.picker import DEFAULT_PRIORITY
 from ..swarm.session import (
     Action,
@@ -155,6 +156,7 @@ class Torrent:
         self._buffers: dict[int, bytearray] = {}
         self._assembler: MetadataAssembler | None = None
         self._hash_limiter = trio.CapacityLimiter(2)
+        self.candidates = PeerCandidates()
         self._pex_senders: dict[PeerSession, PexSender] = {}
         self._pex_receivers: dict[PeerSession, PexReceiver] = {}
         self.upload_throttle = Throttle(None, parent=client.upload_throttle)
@@ -571,6 +573,7 @@ class Torrent:
             if self.session is not None:
                 self._execute(self.session.tick(trio.current_time()))
             self._send_pex(trio.current_time())
+            self.client.dial_more(self)
 
     # -- BEP 11 peer exchange -------------------------------------------------
 
