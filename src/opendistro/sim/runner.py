@@ -17,7 +17,7 @@ from collections.abc import Callable
 from ..swarm.session import SessionConfig
 from .driver import SimulatedSwarm, VirtualPeer
 from .metrics import RunMetrics, fluid_lower_bound, peak_rss_mb
-from .scenario import Scenario
+from .scenario import Scenario, plan_peers
 
 __all__ = ["run_scenario", "simulation_config"]
 
@@ -73,7 +73,7 @@ def run_scenario(
         seed=True,
         super_seed=scenario.seed_leaves_after_copies is not None,
     )
-    arrivals = _arrival_plan(scenario, rng)
+    arrivals = plan_peers(scenario)
     quitters: dict[int, float] = {}
     joined: list[VirtualPeer] = []
     timeline: list[tuple[float, float, float]] = []
@@ -84,11 +84,13 @@ def run_scenario(
         if quits_at is not None:
             quitters[peer.number] = quits_at
 
-    for when, upload, download, latency, quits_at in arrivals:
-        swarm.loop.call_at(when, join, upload, download, latency, quits_at)
+    for plan in arrivals:
+        swarm.loop.call_at(
+            plan.arrival, join, plan.upload, plan.download, plan.latency, plan.leave_at_fraction
+        )
 
     total = len(arrivals)
-    staying = total - sum(1 for *_, quits_at in arrivals if quits_at is not None)
+    staying = sum(1 for plan in arrivals if plan.leave_at_fraction is None)
 
     def finished() -> bool:
         done = sum(1 for peer in joined if peer.completed_at is not None and peer.online)
@@ -120,25 +122,6 @@ def run_scenario(
     metrics = _measure(scenario, swarm, seed, joined, time.perf_counter() - started)
     metrics.timeline = timeline
     return metrics
-
-
-def _arrival_plan(
-    scenario: Scenario, rng: random.Random
-) -> list[tuple[float, float, float, float, float | None]]:
-    """(time, upload, download, latency, quit fraction or None) of every peer, in join order."""
-    classes = [peer_class for peer_class in scenario.peers for _ in range(peer_class.count)]
-    rng.shuffle(classes)
-    quitting = set(rng.sample(range(len(classes)), round(scenario.churn_fraction * len(classes))))
-    plan = []
-    now = 0.0
-    for number, peer_class in enumerate(classes):
-        if scenario.arrival == "steady":
-            now += rng.expovariate(scenario.arrival_rate)
-        quits_at = rng.uniform(0.05, 0.95) if number in quitting else None
-        plan.append(
-            (now, peer_class.upload, peer_class.download, peer_class.latency, quits_at)
-        )
-    return plan
 
 
 def _measure(
