@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import subprocess
@@ -14,7 +15,10 @@ from typing import Any
 
 import pytest
 
+from opendistro.errors import TrackerError
 from opendistro.metainfo import Metainfo
+from opendistro.tracker.client import announce
+from opendistro.tracker.protocol import AnnounceRequest
 
 LOOPBACK = "127.0.0.1"
 
@@ -180,3 +184,28 @@ def test_demo_runs_a_verified_swarm() -> None:
     assert len(report["results"]) == 3
     assert all(r["identical"] and r["ok"] for r in report["results"])
     assert report["seeder_uploaded"] >= 4 << 20
+
+
+async def test_tracker_allow_list_refuses_unlisted_torrents(tmp_path: Path) -> None:
+    listed, unlisted = bytes(range(20)), bytes(range(1, 21))
+    allow_file = tmp_path / "allow.txt"
+    allow_file.write_text(f"# release 1.0\n{listed.hex()}\n")
+    port = free_port()
+    url = f"http://{LOOPBACK}:{port}/announce"
+    with background("tracker", "--host", LOOPBACK, "--port", str(port),
+                    "--allow-list", str(allow_file)):
+        wait_listening(port)
+        request = AnnounceRequest(info_hash=listed, peer_id=b"-OD0100-" + bytes(12), port=6881)
+        response = await announce(url, request, timeout=10)
+        assert response.interval > 0
+        with pytest.raises(TrackerError):
+            await announce(url, dataclasses.replace(request, info_hash=unlisted), timeout=10)
+
+
+def test_a_malformed_allow_list_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "allow.txt"
+    bad.write_text("not-a-hash\n")
+    result = opendistro("tracker", "--host", LOOPBACK, "--port", str(free_port()),
+                        "--allow-list", str(bad))
+    assert result.returncode == 2
+    assert "allow.txt:1" in result.stderr

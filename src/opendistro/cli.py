@@ -90,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     tracker.add_argument("--port", type=int, default=6969)
     tracker.add_argument("--db", type=Path)
     tracker.add_argument("--interval", type=int, default=1800)
+    tracker.add_argument(
+        "--allow-list", type=Path, metavar="FILE", help="serve only these info-hashes (hex)"
+    )
 
     seed = commands.add_parser("seed", help="check and seed data")
     seed.add_argument("torrent", type=Path)
@@ -212,8 +215,28 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_allow_list(path: Path) -> set[bytes]:
+    """Info-hashes from a file: 40 hex digits (v1, or a truncated v2 hash) a line, # comments."""
+    hashes = set()
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        try:
+            value = bytes.fromhex(text)
+        except ValueError:
+            value = b""
+        if len(value) not in (20, 32):
+            raise ConfigError(f"{path}:{number}: not a hex info-hash: {text[:80]!r}")
+        hashes.add(value[:20])
+    return hashes
+
+
 async def _tracker(args: argparse.Namespace) -> int:
-    server = TrackerServer(host=args.host, port=args.port, db_path=args.db, interval=args.interval)
+    allow = _read_allow_list(args.allow_list) if args.allow_list else None
+    server = TrackerServer(
+        host=args.host, port=args.port, db_path=args.db, interval=args.interval, allow_list=allow
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve)
         print(f"tracker listening: {server.announce_url} and {server.udp_url}", flush=True)
