@@ -200,3 +200,16 @@ def test_a_super_seed_reveals_pieces_one_at_a_time_and_serves_only_those() -> No
     actions = b.says_raw(session, m.Request(hidden, 0, BLOCK))
     assert SendMessage("b", m.RejectRequest(hidden, 0, BLOCK)) in actions
     assert ServeBlock("b", offered[0], 0, BLOCK) in b.says(session, m.Request(offered[0], 0, BLOCK))
+
+
+def test_a_snubbing_peer_that_chokes_us_gets_no_new_request() -> None:
+    session = leecher(4, 8 * BLOCK, snub_timeout=30.0)
+    slow = Remote("slow", 4)
+    connect(session, slow)
+    slow.hears(slow.says(session, m.HaveAll()))
+    asked = requests(slow.says(session, m.Unchoke()), "slow")
+    slow.hears([SendMessage("slow", r) for r in asked])
+    slow.hears(slow.says(session, m.Choke(), now=1.0))  # fast: our requests stay pending
+    actions = session.tick(31.0)
+    assert requests(actions, "slow") == []
+    slow.hears(actions)  # every action is legal to send

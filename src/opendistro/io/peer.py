@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..errors import OpenDistroError
+from ..errors import OpenDistroError, ProtocolError
 from ..wire.connection import PeerConnection
 from ..wire.extensions.handshake import ExtensionHandshake
 from ..wire.messages import KeepAlive, Message
@@ -70,9 +70,15 @@ class PeerSession:
         """Queue a message for the writer task (plus any rejects it obliges us to send)."""
         if self.closed:
             return
-        self._outbox += self.connection.send(message)
-        for reject in self.connection.pending_rejects():
-            self._outbox += self.connection.send(reject)
+        try:
+            self._outbox += self.connection.send(message)
+            for reject in self.connection.pending_rejects():
+                self._outbox += self.connection.send(reject)
+        except ProtocolError as exc:
+            # A decision that breaks the protocol is our bug; it costs this
+            # connection, not the whole client (the reason is logged).
+            self.close(f"internal error, {type(exc).__name__}: {exc}")
+            return
         self._wakeup.set()
 
     def queue_upload(self, index: int, begin: int, length: int) -> None:

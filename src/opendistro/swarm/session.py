@@ -378,13 +378,21 @@ class SwarmSession(Generic[PeerKey]):
             limit = min(limit, remote.reqq)
         return max(config.min_queue, min(limit, target))
 
+    def _may_request(self, peer: _Peer) -> bool:
+        """The peer lets us download (unchoked, we are interested) and we still want pieces."""
+        connection = peer.connection
+        return (
+            not connection.peer_choking
+            and connection.am_interested
+            and connection.peer_has is not None
+            and not self.seeding
+        )
+
     def _fill_requests(self, key: PeerKey, now: float) -> list[Action[PeerKey]]:
         peer = self._peers[key]
         connection = peer.connection
-        if connection.peer_choking or not connection.am_interested or self.seeding:
-            return []
         has = connection.peer_has
-        if has is None:
+        if has is None or not self._may_request(peer):
             return []
         if len(self._verifying) * self.piece_length > self.config.max_unverified_bytes:
             return []  # hashing is behind; piece_checked() refills when it catches up
@@ -530,8 +538,9 @@ class SwarmSession(Generic[PeerKey]):
             if key not in snubbed:
                 actions.extend(self._fill_requests(key, now))
         for key in snubbed:
-            has = self._peers[key].connection.peer_has
-            if has is not None and not self.seeding:
+            peer = self._peers[key]
+            has = peer.connection.peer_has
+            if has is not None and self._may_request(peer):
                 picked = self.picker.pick(key, has, 1)
                 actions.extend(SendMessage(key, Request(*block)) for block in picked)
         return actions
