@@ -401,7 +401,7 @@ P, F, R = EncryptionPolicy.PLAINTEXT, EncryptionPolicy.PREFER, EncryptionPolicy.
         (P, F, "plaintext"),
         (P, R, None),
         (F, P, "plaintext"),
-        (F, F, "rc4"),
+        (F, F, "plaintext"),  # obfuscated handshake, plaintext payload (libtorrent's default)
         (F, R, "rc4"),
         (R, P, None),
         (R, F, "rc4"),

@@ -179,6 +179,9 @@ async def negotiate_incoming(
                 known_info_hashes,
                 allow_plaintext=policy is not EncryptionPolicy.REQUIRE,
                 allow_rc4=policy is not EncryptionPolicy.PLAINTEXT,
+                # PREFER obfuscates the handshake and keeps the payload plaintext when
+                # the initiator allows it, as libtorrent does by default.
+                prefer_rc4=policy is EncryptionPolicy.REQUIRE,
             )
             responder.receive_data(peeked)
             await _drive(stream, responder)

@@ -211,12 +211,15 @@ class StreamCipher:
         return self._incoming.update(data)
 
 
-def _select_from(provided: int, *, allow_rc4: bool, allow_plaintext: bool) -> int:
-    """The responder's choice: RC4 when both sides allow it, else plaintext."""
-    if allow_rc4 and provided & CRYPTO_RC4:
-        return CRYPTO_RC4
-    if allow_plaintext and provided & CRYPTO_PLAINTEXT:
-        return CRYPTO_PLAINTEXT
+def _select_from(
+    provided: int, *, allow_rc4: bool, allow_plaintext: bool, prefer_rc4: bool
+) -> int:
+    """The responder's choice among what the initiator provides and we allow."""
+    order = (CRYPTO_RC4, CRYPTO_PLAINTEXT) if prefer_rc4 else (CRYPTO_PLAINTEXT, CRYPTO_RC4)
+    allowed = {CRYPTO_RC4: allow_rc4, CRYPTO_PLAINTEXT: allow_plaintext}
+    for method in order:
+        if allowed[method] and provided & method:
+            return method
     raise EncryptionError(f"no acceptable crypto method in crypto_provide={provided:#x}")
 
 
@@ -412,9 +415,10 @@ class MseResponder:
     ``skeys`` names the torrents we serve: either a collection of 20-byte
     info-hashes, or a callable from HASH('req2', info_hash) (see
     :func:`obfuscated_info_hash`) to the info-hash, for a session with many
-    torrents that keeps its own table. The responder selects RC4 when the
-    initiator offers it and ``allow_rc4`` holds, otherwise plaintext when
-    ``allow_plaintext`` holds, otherwise refuses.
+    torrents that keeps its own table. Among the methods the initiator offers
+    and we allow, the responder selects RC4 first when ``prefer_rc4`` holds,
+    else plaintext first (an obfuscated handshake with a plaintext payload,
+    libtorrent's default, which spares both sides the cipher's CPU).
     """
 
     def __init__(
@@ -423,12 +427,14 @@ class MseResponder:
         *,
         allow_plaintext: bool,
         allow_rc4: bool = True,
+        prefer_rc4: bool = True,
         private_key: int | None = None,
         pad_length: int | None = None,
         inner_pad_length: int = 0,
     ) -> None:
         if not (allow_plaintext or allow_rc4):
             raise LocalProtocolError("an MSE responder must allow RC4 or plaintext")
+        self._prefer_rc4 = prefer_rc4
         self._lookup = _as_lookup(skeys)
         self._allow_plaintext = allow_plaintext
         self._allow_rc4 = allow_rc4
@@ -544,7 +550,10 @@ class MseResponder:
             raise EncryptionError("MSE verification constant did not decrypt to zeros")
         provided = int.from_bytes(fields[8:12], "big")
         self._select = _select_from(
-            provided, allow_rc4=self._allow_rc4, allow_plaintext=self._allow_plaintext
+            provided,
+            allow_rc4=self._allow_rc4,
+            allow_plaintext=self._allow_plaintext,
+            prefer_rc4=self._prefer_rc4,
         )
         self._pad_c_length = int.from_bytes(fields[12:14], "big")
         if self._pad_c_length > MAX_PAD:
