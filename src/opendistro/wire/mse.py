@@ -30,6 +30,7 @@ This module never touches a socket or a clock: feed bytes in with
 
 from __future__ import annotations
 
+import abc
 import enum
 import hashlib
 import secrets
@@ -227,6 +228,47 @@ def _selection_name(method: int) -> Selection:
     return "rc4" if method == CRYPTO_RC4 else "plaintext"
 
 
+class _Handshake(abc.ABC):
+    """What both sides of the MSE handshake share: the sans-I/O driving surface.
+
+    Subclasses hold the state machine: ``done`` and ``_step``, which consumes
+    ``_buffer``, appends to ``_outgoing`` and sets ``_cipher`` when finished.
+    """
+
+    _buffer: bytearray
+    _outgoing: bytearray
+    _cipher: StreamCipher | None
+
+    @property
+    @abc.abstractmethod
+    def done(self) -> bool:
+        """The handshake finished; ``cipher()`` and the payload are available."""
+
+    @abc.abstractmethod
+    def _step(self) -> bool:
+        """Advance as far as the buffered bytes allow; False when more are needed."""
+
+    def data_to_send(self) -> bytes:
+        """Bytes to write to the transport now (empty when nothing is due)."""
+        out = bytes(self._outgoing)
+        self._outgoing.clear()
+        return out
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Feed bytes read from the transport; raises EncryptionError on nonsense."""
+        if self.done:
+            raise LocalProtocolError("MSE handshake is finished; decrypt with cipher()")
+        self._buffer += data
+        while self._step():
+            pass
+
+    def cipher(self) -> StreamCipher:
+        """The cipher for the rest of the connection (identity for plaintext)."""
+        if self._cipher is None:
+            raise LocalProtocolError("MSE handshake has not finished")
+        return self._cipher
+
+
 class _InitiatorState(enum.Enum):
     AWAIT_PUBLIC_KEY = enum.auto()
     AWAIT_VC = enum.auto()
@@ -235,7 +277,7 @@ class _InitiatorState(enum.Enum):
     DONE = enum.auto()
 
 
-class MseInitiator:
+class MseInitiator(_Handshake):
     """Side A: the peer that opened the TCP connection.
 
     ``initial_payload`` (IA) rides inside step 3, usually the plaintext BT
@@ -279,26 +321,6 @@ class MseInitiator:
     @property
     def done(self) -> bool:
         return self._state is _InitiatorState.DONE
-
-    def data_to_send(self) -> bytes:
-        """Bytes to write to the transport now (empty when nothing is due)."""
-        out = bytes(self._outgoing)
-        self._outgoing.clear()
-        return out
-
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Feed bytes read from the transport; raises EncryptionError on nonsense."""
-        if self.done:
-            raise LocalProtocolError("MSE handshake is finished; decrypt with cipher()")
-        self._buffer += data
-        while self._step():
-            pass
-
-    def cipher(self) -> StreamCipher:
-        """The cipher for the rest of the connection (identity for plaintext)."""
-        if self._cipher is None:
-            raise LocalProtocolError("MSE handshake has not finished")
-        return self._cipher
 
     def leftover(self) -> bytes:
         """Payload bytes that arrived with the handshake, already decrypted."""
@@ -409,7 +431,7 @@ def _as_lookup(skeys: SkeyLookup | Iterable[bytes]) -> SkeyLookup:
     return table.get
 
 
-class MseResponder:
+class MseResponder(_Handshake):
     """Side B: the peer that accepted the TCP connection.
 
     ``skeys`` names the torrents we serve: either a collection of 20-byte
@@ -460,26 +482,6 @@ class MseResponder:
     @property
     def done(self) -> bool:
         return self._state is _ResponderState.DONE
-
-    def data_to_send(self) -> bytes:
-        """Bytes to write to the transport now (empty when nothing is due)."""
-        out = bytes(self._outgoing)
-        self._outgoing.clear()
-        return out
-
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Feed bytes read from the transport; raises EncryptionError on nonsense."""
-        if self.done:
-            raise LocalProtocolError("MSE handshake is finished; decrypt with cipher()")
-        self._buffer += data
-        while self._step():
-            pass
-
-    def cipher(self) -> StreamCipher:
-        """The cipher for the rest of the connection (identity for plaintext)."""
-        if self._cipher is None:
-            raise LocalProtocolError("MSE handshake has not finished")
-        return self._cipher
 
     def initial_payload(self) -> bytes:
         """IA, decrypted: usually the initiator's BT handshake (may be empty)."""
