@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -222,21 +223,37 @@ async def test_progress_reports_until_complete(
     assert fractions == sorted(fractions)
 
 
+@asynccontextmanager
+async def seeder_and_two_leechers(
+    metainfo: Metainfo, publisher: Path, downloads: Path, *, seed_rate: int
+) -> AsyncIterator[tuple[Client, Torrent, Client, Torrent]]:
+    """A capped seeder and two leechers that know only the seeder (PEX every 0.2 s)."""
+    async with (
+        Client(host=LOOPBACK, pex_interval=0.2, upload_limit=seed_rate) as seeder,
+        Client(host=LOOPBACK, pex_interval=0.2) as first,
+        Client(host=LOOPBACK, pex_interval=0.2) as second,
+    ):
+        await seeder.seed(metainfo, publisher)
+        peers = [(LOOPBACK, seeder.port)]
+        a = await first.add_torrent(metainfo, downloads / "a", peers=peers)
+        b = await second.add_torrent(metainfo, downloads / "b", peers=peers)
+        yield first, a, second, b
+
+
+def knows(torrent: Torrent, client: Client) -> bool:
+    return any(peer.connection.remote_peer_id == client.peer_id for peer in torrent.peers)
+
+
 async def test_leechers_that_only_know_the_seeder_meet_through_pex(
     make_release: Callable[..., Path], tmp_path: Path
 ) -> None:
     release = make_release(sizes=(4_000_000,))
     metainfo = create_torrent(release, version="v1", piece_length=32768)
-    async with (
-        Client(host=LOOPBACK, pex_interval=0.2, upload_limit=2 << 20) as seeder,
-        Client(host=LOOPBACK, pex_interval=0.2) as first,
-        Client(host=LOOPBACK, pex_interval=0.2) as second,
-    ):
-        await seeder.seed(metainfo, release.parent)
-        a = await first.add_torrent(metainfo, tmp_path / "a", peers=[(LOOPBACK, seeder.port)])
-        b = await second.add_torrent(metainfo, tmp_path / "b", peers=[(LOOPBACK, seeder.port)])
+    async with seeder_and_two_leechers(
+        metainfo, release.parent, tmp_path, seed_rate=2 << 20
+    ) as (_, a, second, b):
         with trio.fail_after(30):
-            while not any(p.connection.remote_peer_id == second.peer_id for p in a.peers):
+            while not knows(a, second):
                 await trio.sleep(0.05)
             await a.complete.wait()
             await b.complete.wait()
@@ -249,19 +266,14 @@ async def test_private_torrents_do_not_exchange_peers(
 ) -> None:
     release = make_release(sizes=(2_000_000,))
     metainfo = create_torrent(release, version="v1", piece_length=32768, private=True)
-    async with (
-        Client(host=LOOPBACK, pex_interval=0.2, upload_limit=1 << 20) as seeder,
-        Client(host=LOOPBACK, pex_interval=0.2) as first,
-        Client(host=LOOPBACK, pex_interval=0.2) as second,
-    ):
-        await seeder.seed(metainfo, release.parent)
-        a = await first.add_torrent(metainfo, tmp_path / "a", peers=[(LOOPBACK, seeder.port)])
-        b = await second.add_torrent(metainfo, tmp_path / "b", peers=[(LOOPBACK, seeder.port)])
+    async with seeder_and_two_leechers(
+        metainfo, release.parent, tmp_path, seed_rate=1 << 20
+    ) as (first, a, second, b):
         with trio.fail_after(30):
             await a.complete.wait()
             await b.complete.wait()
-        assert not any(p.connection.remote_peer_id == second.peer_id for p in a.peers)
-        assert not any(p.connection.remote_peer_id == first.peer_id for p in b.peers)
+        assert not knows(a, second)
+        assert not knows(b, first)
 
 
 async def verification_order(torrent: Torrent) -> list[int]:
