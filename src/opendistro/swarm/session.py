@@ -274,12 +274,13 @@ class SwarmSession(Generic[PeerKey]):
         peer = self._peers.get(key)
         if peer is None:
             return []
+        # Most frequent first: every verified piece is announced to every neighbour.
+        if isinstance(event, Have):
+            return self._peer_has(key, peer, event.index)
         if isinstance(event, Piece):
             return self._block_arrived(key, peer, event, now)
         if isinstance(event, Request):
             return self._requested(key, peer, event)
-        if isinstance(event, Have):
-            return self._peer_has(key, peer, event.index)
         if isinstance(event, BitfieldMessage | HaveAll | HaveNone):
             if self._super is not None:
                 return self._super_seen_bitfield(key, peer)
@@ -302,9 +303,10 @@ class SwarmSession(Generic[PeerKey]):
         peer = self._peers.get(key)
         if peer is None:
             return []
-        actions: list[Action[PeerKey]] = [
-            SendMessage(key, reject) for reject in peer.connection.pending_rejects()
-        ]
+        rejects = peer.connection.pending_rejects()
+        if not rejects:
+            return self._fill_requests(key, now)
+        actions: list[Action[PeerKey]] = [SendMessage(key, reject) for reject in rejects]
         actions.extend(self._fill_requests(key, now))
         return actions
 
