@@ -191,12 +191,14 @@ class SimulatedSwarm:
     # -- carrying out what sessions decide ------------------------------------
 
     def _execute(self, peer: VirtualPeer, actions: list[Action[int]]) -> None:
-        haves: dict[int, list[int]] = {}
+        haves: dict[int, list[int]] | None = None
         for action in actions:
             if isinstance(action, SendMessage):
                 message = action.message
                 if isinstance(message, Have):
                     if self._record_sent(peer, action.peer, message):
+                        if haves is None:
+                            haves = {}
                         haves.setdefault(message.index, []).append(action.peer)
                 else:
                     self._send(peer, action.peer, message)
@@ -215,8 +217,9 @@ class SimulatedSwarm:
                     self.on_complete(peer)
             elif isinstance(action, StoreBlock):
                 pass  # there are no bytes to keep
-        for index, recipients in haves.items():
-            self._announce(peer, index, recipients)
+        if haves is not None:
+            for index, recipients in haves.items():
+                self._announce(peer, index, recipients)
 
     def _announce(self, peer: VirtualPeer, index: int, recipients: list[int]) -> None:
         """A Have to many neighbours as one multicast: the same timing, far fewer events."""
@@ -260,6 +263,8 @@ class SimulatedSwarm:
             return
         now = self.loop.now
         session = peer.session
+        # Actions run before the next decision, as in the trio driver: the session
+        # reads connection state (interest, choking) that executing them changes.
         for event in connection.receive_messages(messages):
             if isinstance(event, Piece):
                 peer.downloaded += len(event.data)
