@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 # trio 0.22 ships no type information; later releases do, hence unused-ignore.
 import trio  # type: ignore[import-untyped, unused-ignore]
 
-from ..errors import EncryptionError, LocalProtocolError
+from ..errors import EncryptionError
 from ..wire.mse import (
     PROTOCOL_HEADER,
     EncryptionPolicy,
@@ -26,6 +26,7 @@ from ..wire.mse import (
     StreamCipher,
     looks_like_plaintext_handshake,
 )
+from .wrapped_stream import WrappedStream
 
 __all__ = ["EncryptedStream", "negotiate_incoming", "negotiate_outgoing"]
 
@@ -33,7 +34,7 @@ DEFAULT_TIMEOUT = 10.0
 _RECEIVE_SIZE = 65536
 
 
-class EncryptedStream(trio.abc.HalfCloseableStream):  # type: ignore[misc, unused-ignore]
+class EncryptedStream(WrappedStream):
     """A stream that encrypts on the way out and decrypts on the way in.
 
     It first returns ``leftover``: plaintext that arrived together with the
@@ -48,49 +49,21 @@ class EncryptedStream(trio.abc.HalfCloseableStream):  # type: ignore[misc, unuse
     def __init__(
         self, transport: trio.abc.Stream, cipher: StreamCipher, leftover: bytes = b""
     ) -> None:
-        self.transport_stream = transport
+        super().__init__(transport)
         self.cipher = cipher
         self._leftover = memoryview(bytes(leftover))
-        self._sending = False
-        self._receiving = False
 
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self._sending:
-            raise trio.BusyResourceError("another task is already sending on this stream")
-        self._sending = True
-        try:
-            await self.transport_stream.send_all(self.cipher.encrypt(data))
-        finally:
-            self._sending = False
+    async def _send(self, data: bytes | bytearray | memoryview) -> None:
+        await self.transport_stream.send_all(self.cipher.encrypt(data))
 
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.transport_stream.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        if not isinstance(self.transport_stream, trio.abc.HalfCloseableStream):
-            raise LocalProtocolError("the underlying stream cannot half-close")
-        await self.transport_stream.send_eof()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if max_bytes is not None and max_bytes < 1:
-            raise ValueError("max_bytes must be at least 1")
-        if self._receiving:
-            raise trio.BusyResourceError("another task is already receiving on this stream")
-        self._receiving = True
-        try:
-            if self._leftover:
-                size = len(self._leftover) if max_bytes is None else max_bytes
-                chunk = bytes(self._leftover[:size])
-                self._leftover = self._leftover[size:]
-                await trio.lowlevel.checkpoint()
-                return chunk
-            return self.cipher.decrypt(await self.transport_stream.receive_some(max_bytes))
-        finally:
-            self._receiving = False
-
-    async def aclose(self) -> None:
-        await self.transport_stream.aclose()
-
+    async def _receive(self, max_bytes: int | None) -> bytes:
+        if self._leftover:
+            size = len(self._leftover) if max_bytes is None else max_bytes
+            chunk = bytes(self._leftover[:size])
+            self._leftover = self._leftover[size:]
+            await trio.lowlevel.checkpoint()
+            return chunk
+        return self.cipher.decrypt(await self.transport_stream.receive_some(max_bytes))
 
 async def _receive(stream: trio.abc.Stream) -> bytes:
     data = bytes(await stream.receive_some(_RECEIVE_SIZE))

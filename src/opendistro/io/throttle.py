@@ -27,6 +27,7 @@ import trio  # type: ignore[import-untyped, unused-ignore]
 
 from ..errors import ConfigError, LocalProtocolError
 from ..swarm.bandwidth import GRANT_QUANTUM, TokenBucket
+from .wrapped_stream import WrappedStream
 
 __all__ = ["Throttle", "ThrottledStream"]
 
@@ -139,7 +140,7 @@ class Throttle:
                 deadline = now + self._bucket.delay_until_available(0, now)
 
 
-class ThrottledStream(trio.abc.HalfCloseableStream):  # type: ignore[misc, unused-ignore]
+class ThrottledStream(WrappedStream):
     """A stream whose traffic passes an upload and/or a download :class:`Throttle`.
 
     ``send_all`` sends in slices of at most ``quantum`` bytes, acquiring each
@@ -164,56 +165,30 @@ class ThrottledStream(trio.abc.HalfCloseableStream):  # type: ignore[misc, unuse
     ) -> None:
         if isinstance(quantum, bool) or not isinstance(quantum, int) or quantum < 1:
             raise ConfigError(f"quantum must be a positive integer, not {quantum!r}")
-        self.transport_stream = stream
+        super().__init__(stream)
         self.upload = upload
         self.download = download
         self.quantum = quantum
-        self._sending = False
-        self._receiving = False
 
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self._sending:
-            raise trio.BusyResourceError("another task is already sending on this stream")
-        self._sending = True
-        try:
-            if self.upload is None:
-                await self.transport_stream.send_all(data)
-                return
-            view = memoryview(data).cast("B")
-            if not view:
-                await self.transport_stream.send_all(view)
-                return
-            for start in range(0, len(view), self.quantum):
-                piece = view[start : start + self.quantum]
-                await self.upload.acquire(len(piece))
-                await self.transport_stream.send_all(piece)
-        finally:
-            self._sending = False
+    async def _send(self, data: bytes | bytearray | memoryview) -> None:
+        if self.upload is None:
+            await self.transport_stream.send_all(data)
+            return
+        view = memoryview(data).cast("B")
+        if not view:
+            await self.transport_stream.send_all(view)
+            return
+        for start in range(0, len(view), self.quantum):
+            piece = view[start : start + self.quantum]
+            await self.upload.acquire(len(piece))
+            await self.transport_stream.send_all(piece)
 
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.transport_stream.wait_send_all_might_not_block()
+    async def _receive(self, max_bytes: int | None) -> bytes | bytearray:
+        size = self.quantum if max_bytes is None else min(max_bytes, self.quantum)
+        if self.download is not None:
+            await self.download.acquire(0)
+        data: bytes | bytearray = await self.transport_stream.receive_some(size)
+        if self.download is not None and data:
+            self.download.charge(len(data))
+        return data
 
-    async def send_eof(self) -> None:
-        if not isinstance(self.transport_stream, trio.abc.HalfCloseableStream):
-            raise LocalProtocolError("the underlying stream cannot half-close")
-        await self.transport_stream.send_eof()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if max_bytes is not None and max_bytes < 1:
-            raise ValueError("max_bytes must be at least 1")
-        if self._receiving:
-            raise trio.BusyResourceError("another task is already receiving on this stream")
-        self._receiving = True
-        try:
-            size = self.quantum if max_bytes is None else min(max_bytes, self.quantum)
-            if self.download is not None:
-                await self.download.acquire(0)
-            data: bytes | bytearray = await self.transport_stream.receive_some(size)
-            if self.download is not None and data:
-                self.download.charge(len(data))
-            return data
-        finally:
-            self._receiving = False
-
-    async def aclose(self) -> None:
-        await self.transport_stream.aclose()
