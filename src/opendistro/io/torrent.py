@@ -234,9 +234,6 @@ class Torrent:
             ]
             self.session.picker.set_priority(index, max(shared, default=DEFAULT_PRIORITY))
 
-    def have_piece(self, index: int) -> bool:
-        return self.have is not None and 0 <= index < len(self.have) and self.have.has(index)
-
     @property
     def is_seeding(self) -> bool:
         return self.state is TorrentState.SEEDING

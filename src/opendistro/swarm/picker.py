@@ -241,9 +241,6 @@ class PiecePicker(Generic[PeerKey]):
             return self._missing > 0
         return any(not self.have.has(index) for index in bitfield)
 
-    def wants(self, index: int) -> bool:
-        return not self.have.has(index)
-
     def pick(self, key: PeerKey, peer_has: Bitfield, count: int) -> list[Block]:
         """Up to ``count`` new blocks to request from peer ``key``, marked as requested."""
         picked: list[Block] = []
@@ -431,7 +428,3 @@ class PiecePicker(Generic[PeerKey]):
     @property
     def complete(self) -> bool:
         return self._missing == 0
-
-    @property
-    def pieces_in_progress(self) -> int:
-        return len(self._in_progress)

@@ -194,8 +194,6 @@ class SwarmSession(Generic[PeerKey]):
         self._unchoked: set[PeerKey] = set()
         self._verifying: set[int] = set()
         self.hash_failures = 0
-        self.bytes_downloaded = 0
-        self.bytes_uploaded = 0
 
     # -- queries ----------------------------------------------------------
 
@@ -207,9 +205,6 @@ class SwarmSession(Generic[PeerKey]):
     def peers(self) -> list[PeerKey]:
         return list(self._peers)
 
-    def connection(self, key: PeerKey) -> PeerConnection:
-        return self._peers[key].connection
-
     def download_rate(self, key: PeerKey, now: float) -> float:
         return self._peers[key].downloaded.rate(now)
 
@@ -218,11 +213,6 @@ class SwarmSession(Generic[PeerKey]):
 
     def piece_size(self, index: int) -> int:
         return self.picker.piece_size(index)
-
-    def verified_bytes(self) -> int:
-        if self.have.complete:
-            return self.total_length
-        return sum(self.piece_size(index) for index in self.have)
 
     # -- peers arriving and leaving -----------------------------------------
 
@@ -418,7 +408,6 @@ class SwarmSession(Generic[PeerKey]):
         new, also_asked = self.picker.block_received(key, (piece.index, piece.begin, length))
         if not new:
             return []
-        self.bytes_downloaded += length
         peer.contributed.add(piece.index)
         actions: list[Action[PeerKey]] = [StoreBlock(key, piece.index, piece.begin, length)]
         block = (piece.index, piece.begin, length)
@@ -490,7 +479,6 @@ class SwarmSession(Generic[PeerKey]):
         peer = self._peers.get(key)
         if peer is not None:
             peer.uploaded.add(length, now)
-        self.bytes_uploaded += length
 
     def _peer_interested(self, key: PeerKey, peer: _Peer, now: float) -> list[Action[PeerKey]]:
         """A newcomer gets a free slot at once rather than waiting for the next round."""
