@@ -95,6 +95,20 @@ def test_equal_rates_are_ranked_at_random_not_by_connection_order() -> None:
     assert max(winners.values()) < 80  # about 30 each
 
 
+def test_among_equal_reciprocators_peers_using_their_slot_are_kept() -> None:
+    # Nobody uploads to us yet (a fresh swarm); two peers are downloading from us.
+    peers = [peer(f"idle{number}") for number in range(8)]
+    peers += [peer("busy1", up=3.0), peer("busy2", up=1.0)]
+    subject = choker(slots=2, optimistic_slots=0)
+    for round_number in range(20):
+        assert subject.rechoke(peers, round_number * 10.0, seeding=False) == {"busy1", "busy2"}
+
+
+def test_reciprocation_still_outranks_use_of_the_slot() -> None:
+    peers = [peer("giver", 1.0), peer("taker", 0.0, up=50.0)]
+    assert choker(slots=1, optimistic_slots=0).rechoke(peers, 0.0, seeding=False) == {"giver"}
+
+
 def test_fewer_candidates_than_slots_unchokes_them_all() -> None:
     peers = [peer("a", 0.0), peer("b", 3.0)]
     assert choker(slots=4, optimistic_slots=1).rechoke(peers, 0.0, seeding=False) == {"a", "b"}

@@ -89,6 +89,37 @@ def test_endgame_asks_a_second_peer_and_reports_whom_to_cancel() -> None:
     assert not again
 
 
+def test_an_idle_peer_takes_over_the_last_queued_block_of_a_busier_one() -> None:
+    picker = make_picker(num_pieces=1)
+    has = bits(1, [0])
+    picker.peer_has_bitfield(has)
+    picker.peer_has_bitfield(has)
+    asked = picker.pick("busy", has, 10)
+    assert picker.steal("idle", has) == (asked[-1], "busy")
+    # It is now the taker's: arriving from it is new and nobody else needs a cancel.
+    assert picker.block_received("idle", asked[-1]) == (True, set())
+    # The busy peer keeps the rest, and gives up one more only while it holds two.
+    assert picker.steal("idle2", has) == (asked[-2], "busy")
+    assert picker.steal("idle3", has) == (asked[-3], "busy")
+    assert picker.steal("idle4", has) is None
+
+
+def test_nothing_is_taken_from_a_peer_with_a_single_request_in_the_piece() -> None:
+    picker = make_picker(num_pieces=1)
+    has = bits(1, [0])
+    picker.peer_has_bitfield(has)
+    for number, key in enumerate("abcd"):
+        assert picker.pick(key, has, 1) == [(0, number * BLOCK_SIZE, BLOCK_SIZE)]
+    assert picker.steal("e", has) is None
+
+
+def test_nothing_is_taken_from_pieces_the_idle_peer_lacks() -> None:
+    picker = make_picker(num_pieces=2)
+    picker.peer_has_bitfield(bits(2, [0]))
+    picker.pick("busy", bits(2, [0]), 10)
+    assert picker.steal("idle", bits(2, [1])) is None
+
+
 def test_failed_piece_is_downloaded_again() -> None:
     picker = make_picker(num_pieces=1)
     has = bits(1, [0])

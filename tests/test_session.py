@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from opendistro.bitfield import Bitfield
 from opendistro.swarm.session import (
     Action,
+    DropPeer,
+    PieceUnverifiable,
     SendMessage,
     ServeBlock,
     SessionConfig,
@@ -131,18 +134,88 @@ def test_a_complete_piece_is_verified_then_announced_and_the_download_completes(
     assert session.seeding
 
 
-def test_a_failed_piece_is_requested_again() -> None:
+def deliver(session: SwarmSession[str], remote: Remote, asked: list[m.Request], fill: int) -> list:
+    """``remote`` answers every request with blocks of ``fill`` bytes."""
+    actions: list = []
+    for request in asked:
+        data = bytes([fill]) * request.length
+        actions += remote.says(session, m.Piece(request.index, request.begin, data))
+    return actions
+
+
+def digests_of(fills: list[int]) -> dict[int, bytes]:
+    return {n * BLOCK: hashlib.sha1(bytes([fill]) * BLOCK).digest() for n, fill in enumerate(fills)}
+
+
+def test_the_sole_sender_of_a_failed_piece_is_banned_and_others_asked_again() -> None:
     session = leecher(1, 2 * BLOCK)
-    b = Remote("b", 1)
+    b, c = Remote("b", 1), Remote("c", 1)
     connect(session, b)
+    connect(session, c)
     b.hears(b.says(session, m.HaveAll()))
     asked = requests(b.says(session, m.Unchoke()), "b")
     b.hears([SendMessage("b", r) for r in asked])
-    for request in asked:
-        b.says(session, m.Piece(request.index, request.begin, bytes(request.length)))
-    again = session.piece_checked(0, False, 1.0)
-    assert ordered(requests(again, "b")) == ordered(asked)
+    c.hears(c.says(session, m.HaveAll()))
+    deliver(session, b, asked, 0xEE)
+    c.hears(c.says(session, m.Unchoke()))
+    again = session.piece_checked(0, False, 1.0, digests_of([0xEE, 0xEE]))
+    assert DropPeer("b", "sent piece 0, which failed its hash check", ban=True) in again
+    assert not requests(again, "b")
+    assert ordered(requests(again, "c")) == ordered(asked)
     assert session.hash_failures == 1
+
+
+def test_of_two_senders_only_the_one_whose_block_was_wrong_is_banned() -> None:
+    session = leecher(1, 2 * BLOCK, min_queue=1, max_queue=1)
+    b, c, d = Remote("b", 1), Remote("c", 1), Remote("d", 1)
+    for remote in (b, c, d):
+        connect(session, remote)
+        remote.hears(remote.says(session, m.HaveAll()))
+    first = requests(b.says(session, m.Unchoke()), "b")
+    b.hears([SendMessage("b", r) for r in first])
+    second = requests(c.says(session, m.Unchoke()), "c")
+    c.hears([SendMessage("c", r) for r in second])
+    assert first[0].begin == 0 and second[0].begin == BLOCK
+    deliver(session, b, first, 0x01)  # right
+    deliver(session, c, second, 0xBA)  # wrong
+    failed = session.piece_checked(0, False, 1.0, digests_of([0x01, 0xBA]))
+    assert not [a for a in failed if isinstance(a, DropPeer)]  # not yet known who lied
+    assert session.needs_block_digests(0)
+    asked = requests(d.says(session, m.Unchoke()), "d")
+    d.hears([SendMessage("d", r) for r in asked])
+    deliver(session, d, asked, 0x01)
+    passed = session.piece_checked(0, True, 2.0, digests_of([0x01, 0x01]))
+    assert [a for a in passed if isinstance(a, DropPeer)] == [
+        DropPeer("c", "sent bad data for piece 0", ban=True)
+    ]
+
+
+def test_a_piece_failing_whole_from_two_peers_blames_the_torrent() -> None:
+    session = leecher(1, 2 * BLOCK)
+    outcomes = []
+    for name in ("b", "c"):
+        remote = Remote(name, 1)
+        connect(session, remote)
+        remote.hears(remote.says(session, m.HaveAll()))
+        asked = requests(remote.says(session, m.Unchoke()), name)
+        remote.hears([SendMessage(name, r) for r in asked])
+        deliver(session, remote, asked, 0x01)
+        outcomes.append(session.piece_checked(0, False, 1.0, digests_of([0x01, 0x01])))
+        session.peer_disconnected(name, 1.0)
+    assert PieceUnverifiable(0) not in outcomes[0]
+    assert PieceUnverifiable(0) in outcomes[1]
+    assert not [a for a in outcomes[1] if isinstance(a, DropPeer)]
+
+
+def test_a_peer_sending_much_unrequested_data_is_banned() -> None:
+    session = leecher(4, 8 * BLOCK, max_unrequested_bytes=3 * BLOCK)
+    b = Remote("b", 4)
+    connect(session, b)
+    b.hears(b.says(session, m.HaveAll()))
+    actions: list = []
+    for begin in range(0, 4 * BLOCK, BLOCK):
+        actions += b.says_raw(session, m.Piece(3, begin % (2 * BLOCK), bytes(BLOCK)))
+    assert DropPeer("b", "sent too much data nobody asked for", ban=True) in actions
 
 
 def test_a_snubbing_peer_loses_its_requests_but_keeps_one() -> None:
@@ -213,3 +286,21 @@ def test_a_snubbing_peer_that_chokes_us_gets_no_new_request() -> None:
     actions = session.tick(31.0)
     assert requests(actions, "slow") == []
     slow.hears(actions)  # every action is legal to send
+
+
+def test_an_idle_unchoked_peer_takes_a_queued_block_from_a_busier_one() -> None:
+    session = leecher(2, 4 * BLOCK, min_queue=2, max_queue=2)
+    b, c = Remote("b", 2), Remote("c", 2)
+    for remote in (b, c):
+        connect(session, remote)
+    b.hears(b.says(session, m.HaveAll()))
+    asked_b = requests(b.says(session, m.Unchoke()), "b")
+    b.hears([SendMessage("b", r) for r in asked_b])
+    assert len({r.index for r in asked_b}) == 1 and len(asked_b) == 2
+    piece = asked_b[0].index
+    c.hears(c.says(session, m.Have(piece)))
+    actions = c.says(session, m.Unchoke())
+    moved = max(asked_b, key=lambda r: r.begin)
+    assert requests(actions, "c") == [moved]
+    cancels = [a.message for a in actions if isinstance(a, SendMessage) and a.peer == "b"]
+    assert cancels == [m.Cancel(moved.index, moved.begin, moved.length)]

@@ -383,18 +383,19 @@ def _brute_force_delivery_times(
         active = [
             i for i, (start, _, _, _) in enumerate(flows) if start <= now and finished[i] is None
         ]
-        out_count = [0] * len(hosts)
         in_count = [0] * len(hosts)
         for i in active:
-            out_count[flows[i][1]] += 1
             in_count[flows[i][2]] += 1
-        rates = {
-            i: min(
-                hosts[flows[i][1]][0] / out_count[flows[i][1]],
-                hosts[flows[i][2]][1] / in_count[flows[i][2]],
-            )
-            for i in active
-        }
+        # Each flow is capped by its receiver's equal share; each sender pours its
+        # upload into its flows level by level until it runs out (water-filling).
+        cap = {i: hosts[flows[i][2]][1] / in_count[flows[i][2]] for i in active}
+        rates: dict[int, float] = {}
+        for host in range(len(hosts)):
+            mine = sorted((i for i in active if flows[i][1] == host), key=lambda i: cap[i])
+            budget = hosts[host][0]
+            for position, i in enumerate(mine):
+                rates[i] = min(cap[i], budget / (len(mine) - position))
+                budget -= rates[i]
         upcoming = [start for (start, _, _, _) in flows if start > now]
         horizon = min(upcoming, default=float("inf"))
         for i in active:
@@ -434,3 +435,16 @@ def test_lazy_rescheduling_matches_a_brute_force_model(seed: int) -> None:
     loop.run()
     expected = _brute_force_delivery_times(specs, flows)
     assert [delivered[i] for i in range(len(flows))] == pytest.approx(expected, rel=1e-6)
+
+
+def test_upload_a_slow_downlink_cannot_take_goes_to_the_other_flows() -> None:
+    loop, net = _net()
+    sender = net.add_host(upload=10 * MB, download=FAST, latency=0.0)
+    narrow = net.add_host(upload=MB, download=2 * MB, latency=0.0)
+    wide = net.add_host(upload=MB, download=FAST, latency=0.0)
+    done: dict[str, float] = {}
+    net.send(sender, narrow, 2 * MB, lambda: done.__setitem__("narrow", loop.now))
+    net.send(sender, wide, 8 * MB, lambda: done.__setitem__("wide", loop.now))
+    loop.run()
+    # narrow takes 2 MB/s; the other 8 MB/s of the uplink go to wide, not 5 MB/s each.
+    assert done == pytest.approx({"narrow": 1.0, "wide": 1.0})

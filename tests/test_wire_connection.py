@@ -398,11 +398,14 @@ def test_unrequested_piece_is_ignored_and_counted() -> None:
     assert pair.a.unrequested_bytes == 3
 
 
-def test_piece_after_cancel_is_ignored() -> None:
+def test_piece_after_cancel_is_ignored_and_not_held_against_the_peer() -> None:
     pair = unchoked_pair(fast=False)
     pair.send("a", m.Request(0, 0, BLOCK))
     assert pair.a.send(m.Cancel(0, 0, BLOCK)) != b""
     assert not pair.a.requests_to_peer
+    assert pair.raw("b", m.Piece(0, 0, bytes(BLOCK))) == []
+    assert pair.a.unrequested_bytes == 0
+    # The same block again was asked for by nobody.
     assert pair.raw("b", m.Piece(0, 0, bytes(BLOCK))) == []
     assert pair.a.unrequested_bytes == BLOCK
 

@@ -27,7 +27,7 @@ from ..magnet import MagnetLink
 from ..metainfo import Metainfo
 from ..swarm.session import SessionConfig
 from ..wire.connection import PeerConnection
-from ..wire.extensions.ut_pex import PEX_INTERVAL
+from ..wire.extensions.ut_pex import PEX_INTERVAL, is_local_address
 from ..wire.messages import Handshake
 from ..wire.mse import EncryptionPolicy
 from .mse_stream import negotiate_incoming, negotiate_outgoing
@@ -84,6 +84,11 @@ class Client:
         self._log = log
         self._torrents: dict[bytes, Torrent] = {}
         self._dialing: set[tuple[bytes, tuple[str, int]]] = set()
+        self._banned_ids: set[bytes] = set()
+        self._banned_addresses: set[tuple[str, int]] = set()
+        self._banned_hosts: set[str] = set()
+        self.banned: dict[str, str] = {}
+        """Every peer banned for sending bad data: its label and why."""
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
 
@@ -94,6 +99,38 @@ class Client:
     @property
     def torrents(self) -> list[Torrent]:
         return list(self._torrents.values())
+
+    # -- bans ---------------------------------------------------------------
+
+    def ban(self, peer: PeerSession, reason: str) -> None:
+        """Refuse this peer from now on, for every torrent, for the client's lifetime.
+
+        On the Internet a liar is banned by IP address, as libtorrent does
+        (a new port or peer id is free to make). On loopback and private
+        networks many honest peers share one address, so there the ban names
+        the peer's listening address and peer id instead.
+        """
+        host, port = peer.address
+        remote_id = peer.connection.remote_peer_id
+        if remote_id is not None:
+            self._banned_ids.add(remote_id)
+        if peer.dialed:
+            self._banned_addresses.add((host, port))
+        extensions = peer.connection.remote_extensions
+        if extensions is not None and extensions.p:
+            self._banned_addresses.add((host, extensions.p))
+        if not is_local_address(host):
+            self._banned_hosts.add(host)
+        self.banned[peer.label] = reason
+        self.log(f"banned {peer.label}: {reason}")
+
+    def is_banned(self, address: tuple[str, int], peer_id: bytes | None = None) -> bool:
+        """Whether we refuse to talk to this address (or peer id)."""
+        return (
+            address in self._banned_addresses
+            or address[0] in self._banned_hosts
+            or (peer_id is not None and peer_id in self._banned_ids)
+        )
 
     # -- life cycle -------------------------------------------------------
 
@@ -221,6 +258,8 @@ class Client:
         host, port = address
         if port == self.port and host in (self.host, "127.0.0.1", "localhost"):
             return
+        if self.is_banned(address):
+            return
         torrent.candidates.add((host, port))
         self.dial_more(torrent)
 
@@ -234,6 +273,9 @@ class Client:
         for address in torrent.candidates.next_to_dial(trio.current_time(), free):
             if address in connected:
                 torrent.candidates.connected(address)
+                continue
+            if self.is_banned(address):
+                torrent.candidates.forget(address)
                 continue
             self._dialing.add((torrent.info_hash, address))
             self._nursery.start_soon(self._dial, torrent, address)
@@ -323,7 +365,8 @@ class Client:
             return False
         remote_id = connection.remote_peer_id
         duplicate = any(peer.connection.remote_peer_id == remote_id for peer in torrent.peers)
-        if remote_id == self.peer_id or duplicate or torrent.stopped.is_set():
+        banned = self.is_banned(address, remote_id)
+        if remote_id == self.peer_id or duplicate or banned or torrent.stopped.is_set():
             await trio.aclose_forcefully(stream)
             return False
         if initiator:

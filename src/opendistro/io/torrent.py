@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import enum
+import hashlib
 import ipaddress
 import os
 from collections.abc import AsyncIterator
@@ -41,6 +42,7 @@ from ..swarm.picker import DEFAULT_PRIORITY
 from ..swarm.session import (
     Action,
     DropPeer,
+    PieceUnverifiable,
     SendMessage,
     ServeBlock,
     StoreBlock,
@@ -542,7 +544,14 @@ class Torrent:
             elif isinstance(action, ServeBlock):
                 action.peer.queue_upload(action.index, action.begin, action.length)
             elif isinstance(action, DropPeer):
+                if action.ban:
+                    self.client.ban(action.peer, action.reason)
                 action.peer.close(action.reason)
+            elif isinstance(action, PieceUnverifiable):
+                self._fail(
+                    f"piece {action.index} failed its hash check whole from several peers: "
+                    "the torrent's hashes do not match what the swarm serves"
+                )
             elif isinstance(action, SwarmComplete):
                 assert self._nursery is not None
                 self._nursery.start_soon(self._finish)
@@ -618,17 +627,29 @@ class Torrent:
         for address in receiver.receive(decode_pex(payload), trio.current_time()):
             self.client.connect_soon(self, address)
 
-    def _verify_and_write(self, index: int, data: bytearray) -> bool:
+    def _verify_and_write(
+        self, index: int, data: bytearray, block_size: int, digests_if_good: bool
+    ) -> tuple[bool, dict[int, bytes] | None]:
+        """Hash the piece and write it if good (in a worker thread).
+
+        Also returns a digest of each block when smart ban needs them: always
+        for a bad piece, and for a good one when ``digests_if_good``.
+        """
         assert self.verifier is not None and self.storage is not None
-        if not self.verifier.verify(index, memoryview(data)):
-            return False
-        self.storage.write_block(index, 0, memoryview(data))
-        return True
+        view = memoryview(data)
+        if not self.verifier.verify(index, view):
+            return False, block_digests(view, block_size)
+        self.storage.write_block(index, 0, view)
+        return True, block_digests(view, block_size) if digests_if_good else None
 
     async def _verify_piece(self, index: int, data: bytearray) -> None:
+        assert self.session is not None
+        wanted = self.session.needs_block_digests(index)
         try:
             async with self._hash_limiter:
-                good = await trio.to_thread.run_sync(self._verify_and_write, index, data)
+                good, digests = await trio.to_thread.run_sync(
+                    self._verify_and_write, index, data, self.session.config.block_size, wanted
+                )
         except (IntegrityError, StorageError) as exc:
             self._fail(str(exc))
             return
@@ -638,7 +659,7 @@ class Torrent:
             self._resume_dirty = True
         else:
             self.hash_failures += 1
-        self._execute(self.session.piece_checked(index, good, trio.current_time()))
+        self._execute(self.session.piece_checked(index, good, trio.current_time(), digests))
 
     # -- BEP 9 metadata -----------------------------------------------------
 
@@ -737,3 +758,11 @@ def directory_of(path: os.PathLike[str] | str, name: str) -> Path:
     if candidate.name == name and candidate.exists():
         return candidate.parent
     return candidate
+
+
+def block_digests(piece: memoryview, block_size: int) -> dict[int, bytes]:
+    """SHA-1 of each block of a piece, by offset: how smart ban tells two copies apart."""
+    return {
+        begin: hashlib.sha1(piece[begin : begin + block_size]).digest()
+        for begin in range(0, len(piece), block_size)
+    }

@@ -5,27 +5,25 @@ to host B". Only the access links are modelled (the core is assumed to have
 room to spare, as it mostly does for home and office peers), each host having
 an upload capacity, a download capacity and a one-way latency to the core.
 
-Rates: a host's upload is split equally among its outgoing transmitting
-flows and its download equally among its incoming ones; a flow runs at the
-smaller of its two shares. This is a fast approximation of max-min fairness,
-not the real thing: upload left unused by a flow held back by a slow
-downlink is *not* redistributed to the host's other flows (true water-filling
-would have to chase the effect across the whole graph). In a swarm downlinks
-are usually wider than a peer's per-flow upload share, so the approximation
-costs little, and what it gets wrong it gets wrong pessimistically.
+Rates: a host's download is split equally among its incoming transmitting
+flows, and each flow is capped by that share; a host's upload is then
+water-filled over its outgoing flows (a flow capped below the fair share
+keeps its cap, and what it leaves goes to the others), as TCP flows sharing
+a bottleneck do. This is one step of max-min fairness, not all of it:
+downlink left unused by flows held back by slow senders is *not* handed to
+the other incoming flows (that would have to chase the effect across the
+whole graph), so what the model gets wrong it gets wrong pessimistically.
 
-Re-rating is local and lazy. When a flow starts or ends only the flows of its
-two hosts get new rates; a flow whose rate did not change is not touched. A
-flow's bytes are settled (``remaining -= rate * elapsed``) only when its rate
+Re-rating is local and lazy. When a flow starts or ends, its receiver's
+downlink share changes, so every host sending to that receiver divides its
+upload again; a flow whose rate did not change is not touched. A flow's
+bytes are settled (``remaining -= rate * elapsed``) only when its rate
 changes, and its completion is one :class:`~opendistro.sim.loop.Timer`:
 
 * rate goes **up** (finish earlier): the old timer is cancelled (the loop
   skips it lazily, like a version check) and an earlier one is scheduled;
 * rate goes **down** (finish later): the old, now early, timer is kept; when
   it fires the flow finds bytes still to go and schedules itself again.
-
-Starting a flow only slows others down, so starting one costs no heap
-operations beyond its own timer.
 
 Timing of one transfer: the flow holds bandwidth from :meth:`Network.send`
 until its last byte has left (``nbytes`` at the flow's rate), then the data
@@ -243,10 +241,7 @@ class Network:
             if flow.timer is not None:
                 flow.timer.cancel()
                 flow.timer = None
-        # New shares first, then rates: a rate reads the shares at both ends.
-        for other in touched_up:
-            n = len(other._out)
-            other._up_share = other.upload_capacity / n if n else other.upload_capacity
+        # New downlink shares first, then rates: a rate reads the shares at both ends.
         for other in touched_down:
             n = len(other._in)
             other._down_share = other.download_capacity / n if n else other.download_capacity
@@ -320,11 +315,9 @@ class Network:
         inbound = dst._in
         out[flow] = None
         inbound[flow] = None
-        src._up_share = src.upload_capacity / len(out)
         dst._down_share = dst.download_capacity / len(inbound)
-        # The new flow is in both sets; it gets its rate in the first pass and
-        # is left alone by the second (same rate, nothing to do).
-        self._rerate_up(src, now)
+        # The new flow is in both sets, so this re-divides the upload of every
+        # sender to ``dst``, ``src`` included.
         self._rerate_down(dst, now)
         return flow
 
@@ -403,18 +396,40 @@ class Network:
             flow.remaining -= rate * (now - flow.stamp)
         flow.stamp = now
 
-    # _rerate_up and _rerate_down are the innermost loop of the whole simulator:
-    # the re-rating (settle, set rate, maybe re-arm the timer) is written out in
-    # both rather than shared through a method call, which costs ~30% here.
+    # _rerate_up is the innermost loop of the whole simulator: the re-rating
+    # (settle, set rate, maybe re-arm the timer) is written out rather than
+    # shared through a method call, which costs ~30% here.
 
     def _rerate_up(self, host: Host, now: float) -> None:
-        """Give every flow leaving ``host`` its new rate (after its share changed)."""
-        share = host._up_share
+        """Divide ``host``'s upload among its flows again (after a share changed).
+
+        Water-filling: each flow is capped by its receiver's equal share of
+        its downlink, and what a capped flow cannot take goes to the others.
+        """
+        out = host._out
+        if not out:
+            host._up_share = host.upload_capacity
+            return
+        capacity = host.upload_capacity
+        count = len(out)
+        level = capacity / count
+        caps = [flow.dst._down_share for flow in out]
+        if min(caps) < level:
+            caps.sort()
+            left = capacity
+            level = math.inf
+            for position, cap in enumerate(caps):
+                fair = left / (count - position)
+                if cap >= fair:
+                    level = fair
+                    break
+                left -= cap
+        host._up_share = level
         schedule = self.loop._schedule
         fired = self._timer_fired
-        for flow in host._out:
+        for flow in out:
             down = flow.dst._down_share
-            rate = share if share < down else down
+            rate = level if level < down else down
             old = flow.rate
             if rate != old:
                 if old > 0.0:
@@ -431,28 +446,13 @@ class Network:
                         flow.timer = schedule(finish if finish > now else now, fired, (flow,))
                     # else it slowed down: the early timer will find work left and re-arm.
 
-    def _rerate_down(self, host: Host, now: float) -> None:
-        """Give every flow arriving at ``host`` its new rate (after its share changed)."""
-        share = host._down_share
-        schedule = self.loop._schedule
-        fired = self._timer_fired
-        for flow in host._in:
-            up = flow.src._up_share
-            rate = share if share < up else up
-            old = flow.rate
-            if rate != old:
-                if old > 0.0:
-                    flow.remaining -= old * (now - flow.stamp)
-                flow.stamp = now
-                flow.rate = rate
-                if rate > 0.0:
-                    finish = now + flow.remaining / rate
-                    timer = flow.timer
-                    if timer is None:
-                        flow.timer = schedule(finish if finish > now else now, fired, (flow,))
-                    elif finish < timer.when:
-                        timer.cancel()
-                        flow.timer = schedule(finish if finish > now else now, fired, (flow,))
+    def _rerate_down(self, host: Host, now: float, also: Host | None = None) -> None:
+        """``host``'s downlink share changed: every host sending to it divides its upload anew."""
+        senders = {flow.src: None for flow in host._in}
+        if also is not None:
+            senders[also] = None
+        for sender in senders:
+            self._rerate_up(sender, now)
 
     def _timer_fired(self, flow: Flow) -> None:
         flow.timer = None
@@ -482,13 +482,9 @@ class Network:
         inbound = dst._in
         del out[flow]
         del inbound[flow]
-        src._up_share = src.upload_capacity / len(out) if out else src.upload_capacity
         dst._down_share = dst.download_capacity / len(inbound) if inbound else dst.download_capacity
         flow.rate = 0.0
-        if out:
-            self._rerate_up(src, now)
-        if inbound:
-            self._rerate_down(dst, now)
+        self._rerate_down(dst, now, also=src)
 
     def _launch(self, flow: Flow, now: float) -> None:
         """The last byte has left ``src``: it arrives one path latency later."""

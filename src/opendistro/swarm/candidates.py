@@ -91,6 +91,10 @@ class PeerCandidates:
             return
         candidate.retry_at = now + self.retry_base * 2 ** (candidate.failures - 1)
 
+    def forget(self, address: Address) -> None:
+        """Never offer ``address`` again unless it is added anew (it was banned)."""
+        self._known.pop(address, None)
+
     def disconnected(self, address: Address, now: float) -> None:
         """A connection ended: the address may be dialled again after a pause."""
         candidate = self._known.get(address)

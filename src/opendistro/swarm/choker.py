@@ -170,9 +170,12 @@ class Choker:
         return unchoked
 
     def _rank_by_reciprocation(self, candidates: list[PeerStats]) -> list[PeerStats]:
-        """Fastest uploaders to us first; equal rates in random order."""
+        """Fastest uploaders to us first; then those using their slot; the rest at random."""
         tiebreak = {peer.key: self._rng.random() for peer in candidates}
-        return sorted(candidates, key=lambda peer: (-peer.download_rate, tiebreak[peer.key]))
+        return sorted(
+            candidates,
+            key=lambda peer: (-peer.download_rate, -peer.upload_rate, tiebreak[peer.key]),
+        )
 
     def _rank_round_robin(self, candidates: list[PeerStats]) -> list[PeerStats]:
         """Least recently unchoked first, then the ones we serve most slowly."""

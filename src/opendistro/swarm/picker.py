@@ -11,6 +11,9 @@ Policy, as in every mainstream client:
   pieces (which we can upload and which survive a crash) appear early;
 * otherwise start the rarest piece the peer has, ties broken at random, so
   that scarce pieces spread before their only holders leave;
+* a peer that would sit idle because everything it has is already asked of
+  others takes over the last queued block of a busier peer, so a piece in
+  demand comes from several sources at once;
 * once every missing block is requested (endgame), ask a second peer for
   blocks still outstanding, and tell the driver to cancel duplicates when one
   arrives, so the last few blocks of a download do not wait on one slow peer.
@@ -259,6 +262,32 @@ class PiecePicker(Generic[PeerKey]):
         if len(picked) < count and self.in_endgame:
             self._pick_endgame(key, peer_has, count, picked)
         return picked
+
+    def steal(self, key: PeerKey, peer_has: Bitfield) -> tuple[Block, PeerKey] | None:
+        """Move one queued request from a busier peer to idle peer ``key``.
+
+        Called when ``key`` lets us download but :meth:`pick` found nothing:
+        every block it could send is already asked of someone else. Rather
+        than leave that connection idle, the last block another peer holds
+        two or more requests for in the same piece is re-assigned, so a piece
+        is fetched from two sources at once. The caller cancels the block at
+        the returned previous holder (which keeps at least one request) and
+        requests it from ``key``. None when there is nothing worth moving.
+        """
+        for index, progress in self._in_progress.items():
+            if not peer_has.has(index):
+                continue
+            held: dict[PeerKey, list[int]] = {}
+            for number, askers in progress.requested.items():
+                if len(askers) == 1:
+                    (holder,) = askers
+                    held.setdefault(holder, []).append(number)
+            for holder, numbers in held.items():
+                if holder != key and len(numbers) >= 2:
+                    number = max(numbers)
+                    progress.requested[number] = {key}
+                    return progress.block(number, index), holder
+        return None
 
     def _take_free(
         self,

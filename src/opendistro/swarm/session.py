@@ -18,8 +18,8 @@ size and works where there is no data at all.
 from __future__ import annotations
 
 import random
-from collections.abc import Hashable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
 from ..bitfield import Bitfield
@@ -43,11 +43,13 @@ from ..wire.messages import (
 from .choker import Choker, PeerStats
 from .picker import BLOCK_SIZE, PiecePicker
 from .rates import RateMeter
+from .smartban import SmartBan
 from .superseed import SuperSeeder
 
 __all__ = [
     "Action",
     "DropPeer",
+    "PieceUnverifiable",
     "SendMessage",
     "ServeBlock",
     "SessionConfig",
@@ -97,10 +99,18 @@ class ServeBlock(Generic[PeerKey]):
 
 @dataclass(frozen=True, slots=True)
 class DropPeer(Generic[PeerKey]):
-    """Close the connection to ``peer``."""
+    """Close the connection to ``peer``; with ``ban``, never accept it again."""
 
     peer: PeerKey
     reason: str
+    ban: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PieceUnverifiable:
+    """A piece failed whole from several different peers: the torrent's hash must be wrong."""
+
+    index: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +124,7 @@ Action = (
     | VerifyPiece
     | ServeBlock[PeerKey]
     | DropPeer[PeerKey]
+    | PieceUnverifiable
     | SwarmComplete
 )
 
@@ -130,7 +141,8 @@ class SessionConfig:
     queue_seconds: float = 2.0
     max_unverified_bytes: int = 32 << 20
     snub_timeout: float = 30.0
-    max_hash_failures: int = 3
+    max_unrequested_bytes: int = 64 << 10
+    """A peer that sends more data than this that nobody asked for is banned."""
     super_seed: bool = False
     """BEP 16: as the initial seed, reveal pieces one by one so each is uploaded about once."""
     sequential: bool = False
@@ -148,8 +160,6 @@ class _Peer:
     """How many pieces this peer has that we lack: interest is ``wanted > 0``, in O(1)."""
     last_block_at: float = 0.0
     snubbed: bool = False
-    strikes: int = 0
-    contributed: set[int] = field(default_factory=set)
 
 
 class SwarmSession(Generic[PeerKey]):
@@ -193,6 +203,9 @@ class SwarmSession(Generic[PeerKey]):
         self._peers: dict[PeerKey, _Peer] = {}
         self._unchoked: set[PeerKey] = set()
         self._verifying: set[int] = set()
+        self._senders: dict[int, dict[int, PeerKey]] = {}
+        """Who sent each block (by offset) of the pieces in progress, for smart ban."""
+        self.smart_ban: SmartBan[PeerKey] = SmartBan()
         self.hash_failures = 0
 
     # -- queries ----------------------------------------------------------
@@ -293,6 +306,8 @@ class SwarmSession(Generic[PeerKey]):
         peer = self._peers.get(key)
         if peer is None:
             return []
+        if peer.connection.unrequested_bytes > self.config.max_unrequested_bytes:
+            return self._ban({key}, "sent too much data nobody asked for")
         rejects = peer.connection.pending_rejects()
         if not rejects:
             return self._fill_requests(key, now)
@@ -393,7 +408,22 @@ class SwarmSession(Generic[PeerKey]):
         wanted = target - len(connection.requests_to_peer)
         if wanted <= 0:
             return []
-        return [SendMessage(key, Request(*block)) for block in self.picker.pick(key, has, wanted)]
+        picked = self.picker.pick(key, has, wanted)
+        if not picked and not connection.requests_to_peer and not peer.snubbed:
+            return self._steal(key, has)
+        return [SendMessage(key, Request(*block)) for block in picked]
+
+    def _steal(self, key: PeerKey, has: Bitfield) -> list[Action[PeerKey]]:
+        """Keep an idle unchoked connection busy with a block queued at a busier peer."""
+        stolen = self.picker.steal(key, has)
+        if stolen is None:
+            return []
+        block, holder = stolen
+        actions: list[Action[PeerKey]] = [SendMessage(key, Request(*block))]
+        holder_peer = self._peers.get(holder)
+        if holder_peer is not None and block in holder_peer.connection.requests_to_peer:
+            actions.append(SendMessage(holder, Cancel(*block)))
+        return actions
 
     def _block_arrived(
         self, key: PeerKey, peer: _Peer, piece: Piece, now: float
@@ -408,7 +438,10 @@ class SwarmSession(Generic[PeerKey]):
         new, also_asked = self.picker.block_received(key, (piece.index, piece.begin, length))
         if not new:
             return []
-        peer.contributed.add(piece.index)
+        senders = self._senders.get(piece.index)
+        if senders is None:
+            senders = self._senders[piece.index] = {}
+        senders[piece.begin] = key
         actions: list[Action[PeerKey]] = [StoreBlock(key, piece.index, piece.begin, length)]
         block = (piece.index, piece.begin, length)
         for other in also_asked:
@@ -420,14 +453,25 @@ class SwarmSession(Generic[PeerKey]):
             actions.append(VerifyPiece(piece.index))
         return actions
 
-    def piece_checked(self, index: int, good: bool, now: float) -> list[Action[PeerKey]]:
-        """The driver hashed (and, if good, wrote) a complete piece."""
+    def piece_checked(
+        self,
+        index: int,
+        good: bool,
+        now: float,
+        block_digests: Mapping[int, bytes] | None = None,
+    ) -> list[Action[PeerKey]]:
+        """The driver hashed (and, if good, wrote) a complete piece.
+
+        ``block_digests`` (block offset to a digest of that block's bytes) lets
+        smart ban find the liar: give it for every failed piece, and for a good
+        one when :meth:`needs_block_digests` said so.
+        """
         self._verifying.discard(index)
-        contributors = [key for key, peer in self._peers.items() if index in peer.contributed]
-        for key in contributors:
-            self._peers[key].contributed.discard(index)
+        senders = self._senders.pop(index, {})
         actions: list[Action[PeerKey]] = []
         if good:
+            liars = self.smart_ban.piece_passed(index, block_digests or {})
+            actions.extend(self._ban(liars, f"sent bad data for piece {index}"))
             self.picker.piece_verified(index)
             self.have.set(index)
             for key, peer in self._peers.items():
@@ -442,20 +486,22 @@ class SwarmSession(Generic[PeerKey]):
         else:
             self.picker.piece_failed(index)
             self.hash_failures += 1
-            actions.extend(self._punish(contributors))
+            liars = self.smart_ban.piece_failed(index, senders, block_digests or {})
+            actions.extend(self._ban(liars, f"sent piece {index}, which failed its hash check"))
+            if self.smart_ban.suspect_metainfo(index):
+                actions.append(PieceUnverifiable(index))
         for key in self._peers:
-            actions.extend(self._fill_requests(key, now))
+            if key not in liars:
+                actions.extend(self._fill_requests(key, now))
         return actions
 
-    def _punish(self, contributors: list[PeerKey]) -> list[Action[PeerKey]]:
-        """Count a failed piece against everyone who sent part of it; drop repeat offenders."""
-        actions: list[Action[PeerKey]] = []
-        for key in contributors:
-            peer = self._peers[key]
-            peer.strikes += 1
-            if peer.strikes >= self.config.max_hash_failures:
-                actions.append(DropPeer(key, "sent data that failed the hash check too often"))
-        return actions
+    def needs_block_digests(self, index: int) -> bool:
+        """Whether :meth:`piece_checked` wants block digests for this piece even if it passes."""
+        return self.smart_ban.wants_digests(index)
+
+    def _ban(self, liars: set[PeerKey], reason: str) -> list[Action[PeerKey]]:
+        # A liar that already left is banned too: the driver remembers whom to refuse.
+        return [DropPeer(key, reason, ban=True) for key in liars]
 
     # -- uploading -----------------------------------------------------------
 

@@ -28,8 +28,10 @@ The rules, and why they are here rather than in each driver:
   request is implicitly dropped; a :class:`RequestsDropped` event lists them
   so the picker can ask someone else. With the fast extension they survive
   until answered or rejected.
-* A Piece nobody asked for (it may have crossed our Cancel) is not an error:
-  it is counted in :attr:`PeerConnection.unrequested_bytes` and not returned.
+* A Piece that crossed our Cancel is dropped quietly. Any other Piece nobody
+  asked for is not a protocol error either (the session decides how much
+  to tolerate): it is counted in :attr:`PeerConnection.unrequested_bytes`
+  and not returned.
 """
 
 from __future__ import annotations
@@ -395,6 +397,8 @@ class PeerConnection:
         if not self.fast_enabled and self._requests_to_peer:
             dropped = frozenset(self._requests_to_peer)
             self._requests_to_peer.clear()
+            for key in dropped:  # blocks already on the wire may still arrive
+                self._remember_cancel(key)
             events.append(RequestsDropped(dropped))
 
     def _receive_unchoke(self, message: Unchoke, events: list[Event]) -> None:
@@ -495,8 +499,10 @@ class PeerConnection:
             self._requests_to_peer.discard(key)
             events.append(message)
             return
-        self._cancelled.pop(key, None)
-        self.unrequested_bytes += len(message.data)
+        if key in self._cancelled:
+            del self._cancelled[key]
+        else:
+            self.unrequested_bytes += len(message.data)
 
     def _receive_cancel(self, message: Cancel, events: list[Event]) -> None:
         self._remote_may_announce = False
@@ -676,14 +682,18 @@ class PeerConnection:
     def _send_piece(self, message: Piece) -> None:
         self._take_peer_request((message.index, message.begin, len(message.data)))
 
+    def _remember_cancel(self, key: BlockRequest) -> None:
+        """A block we no longer await may still arrive: do not count it as unasked for."""
+        self._cancelled[key] = None
+        if len(self._cancelled) > _MAX_REMEMBERED_CANCELS:
+            del self._cancelled[next(iter(self._cancelled))]
+
     def _send_cancel(self, message: Cancel) -> bytes:
         key = (message.index, message.begin, message.length)
         if key not in self._requests_to_peer:
             return b""
         self._requests_to_peer.discard(key)
-        self._cancelled[key] = None
-        if len(self._cancelled) > _MAX_REMEMBERED_CANCELS:
-            del self._cancelled[next(iter(self._cancelled))]
+        self._remember_cancel(key)
         return encode(message)
 
     def _send_suggest(self, message: SuggestPiece) -> None:
