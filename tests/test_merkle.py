@@ -130,3 +130,55 @@ def test_leaf_layer_requests_with_block_sized_pieces() -> None:
     assert merkle.verify_hashes(root, 0, height, 8, 4, 3, reply) == [*layer[8:12], bytes(32)][:4]
     # 4 base hashes + uncles at heights 2 and 3 (height 1 is implied by the base).
     assert len(reply) == 4 + 2
+
+
+def test_merkle_layers_pad_and_end_at_the_root() -> None:
+    leaves = [hashlib.sha256(bytes([i])).digest() for i in range(5)]
+    layers = merkle.merkle_layers(leaves, 3)
+    assert [len(layer) for layer in layers] == [8, 4, 2, 1]
+    assert layers[0][5:] == [bytes(32)] * 3
+    assert layers[-1][0] == merkle.merkle_root(leaves, 3)
+    padded = merkle.merkle_layers(leaves[:1], 2, base=1)
+    assert padded[0][1:] == [merkle.zero_subtree_root(1)] * 3
+    assert padded[-1][0] == merkle.merkle_root(leaves[:1], 2, base=1)
+    with pytest.raises(IntegrityError):
+        merkle.merkle_layers(leaves, 2)
+    with pytest.raises(IntegrityError):
+        merkle.merkle_layers([], 2)
+
+
+def test_layers_above_the_piece_layer_are_answered_and_verified() -> None:
+    piece_length = 2 * BLOCK
+    size = 21 * piece_length - 5
+    _, layer, root = file_piece_layer(size, piece_length)
+    tree = merkle.PieceLayerTree(layer, piece_length, size)
+    height = merkle.tree_height(size)
+    assert tree.node(0, 3) == layer[3]
+    assert tree.node(5, 0) == root
+    for above in range(1, 5):
+        base_height = tree.base_height + above
+        width = 1 << (height - base_height)
+        proof_layers = height - base_height - 1
+        for index in range(0, width, 2):
+            reply = tree.hashes(index, 2, proof_layers, layer=above)
+            got = merkle.verify_hashes(root, base_height, height, index, 2, proof_layers, reply)
+            assert got == [tree.node(above, index), tree.node(above, index + 1)]
+    with pytest.raises(IntegrityError):
+        tree.hashes(0, 2, 0, layer=6)  # above the root
+    with pytest.raises(IntegrityError):
+        tree.node(1, 16)
+
+
+def test_proof_layers_are_bounded_by_the_layers_above_the_base() -> None:
+    # 32 nodes: 5 layers above the base, so at most 4 proof layers (the root has no sibling).
+    merkle.check_hash_request(32, 0, 2, 4)
+    with pytest.raises(IntegrityError, match="proof layer"):
+        merkle.check_hash_request(32, 0, 2, 5)
+    with pytest.raises(IntegrityError, match="proof layer"):
+        merkle.check_hash_request(32, 0, 2, -1)
+    # A request for the whole layer needs no uncle; length 1 is only for a one-node layer.
+    assert merkle.uncle_positions(32, 0, 32, 4) == []
+    assert merkle.uncle_positions(32, 8, 4, 4) == [(2, 3), (3, 0), (4, 1)]
+    merkle.check_hash_request(1, 0, 1, 0)
+    with pytest.raises(IntegrityError, match="length"):
+        merkle.check_hash_request(32, 3, 1, 0)

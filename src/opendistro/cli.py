@@ -9,22 +9,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from . import __version__
+from .checksums import ChecksumList, verify_checksum_file, verify_file, verify_tree
 from .create import create_torrent
 from .errors import (
     ConfigError,
     DownloadError,
+    IntegrityError,
     MagnetError,
     MetainfoError,
     OpenDistroError,
+    SignatureError,
     StorageError,
     TrackerError,
     UnsafePathError,
@@ -34,6 +39,23 @@ from .io.torrent import Torrent, TorrentState, directory_of
 from .magnet import MagnetLink
 from .metainfo import Metainfo
 from .progress import ProgressPrinter
+from .signing import (
+    PublicKeyFile,
+    Scheme,
+    SigningKey,
+    TrustedKey,
+    TrustStore,
+    VerifiedRelease,
+    certify_revocation,
+    certify_rotation,
+    detached_path,
+    embed_signature,
+    read_detached,
+    sign_release,
+    verify_envelope,
+    verify_release,
+    write_detached,
+)
 from .tracker.server import TrackerServer
 from .wire.mse import EncryptionPolicy
 
@@ -58,6 +80,30 @@ def _rate(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError("a rate must be positive")
     return value
+
+
+#: ``keygen --scheme`` names (short) and the signature schemes they make.
+_SCHEME_OPTIONS: dict[str, Scheme] = {
+    "ed25519": "ed25519",
+    "ecdsa-p256": "ecdsa-p256-sha256",
+    "rsa-pss": "rsa-pss-sha256",
+}
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _timestamp(text: str) -> int:
+    """A moment as unix seconds, or an ISO 8601 date/time (UTC unless it says otherwise)."""
+    if text.isascii() and text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected unix seconds or a date like 2030-01-01, got {text!r}"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -105,8 +151,37 @@ def _parser() -> argparse.ArgumentParser:
     get.add_argument("--seed-ratio", type=float)
     get.add_argument("--seed-time", type=float)
     get.add_argument("--sequential", action="store_true", help="fetch pieces in order")
+    get.add_argument(
+        "--trust",
+        type=Path,
+        metavar="KEYFILE_OR_STORE",
+        help="refuse the release unless a key here signed it (and it is not rolled back)",
+    )
+    get.add_argument(
+        "--signature", type=Path, metavar="FILE", help="a detached signature (.torrent.sig)"
+    )
     get.add_argument("--json", action="store_true")
     _add_peer_options(get)
+
+    sums = commands.add_parser(
+        "check-sums", help="check files against a signed SHA256SUMS/SHA512SUMS list"
+    )
+    sums.add_argument("sums", type=Path, help="the checksum list (SHA256SUMS, SHA512SUMS, ...)")
+    sums.add_argument(
+        "files", nargs="*", type=Path, help="files to check (default: every listed file)"
+    )
+    sums.add_argument(
+        "--signature",
+        type=Path,
+        help="its detached signature (OpenPGP .gpg/.asc/.sign, minisign, signify)",
+    )
+    sums.add_argument(
+        "--key", type=Path, help="the publisher's public key (OpenPGP, minisign or signify)"
+    )
+    sums.add_argument(
+        "--unsigned", action="store_true", help="accept a list nobody signed (integrity only)"
+    )
+    sums.add_argument("--json", action="store_true")
 
     simulate = commands.add_parser("simulate", help="simulate a swarm with the real swarm logic")
     simulate.add_argument(
@@ -126,7 +201,70 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--dir", type=Path)
     demo.add_argument("--json", action="store_true")
+    _add_signing_commands(commands)
     return parser
+
+
+def _add_signing_commands(commands: Any) -> None:
+    keygen = commands.add_parser("keygen", help="make a publisher key pair for signing releases")
+    keygen.add_argument(
+        "--out", type=Path, required=True, metavar="KEYFILE", help="KEYFILE.pub gets the public key"
+    )
+    keygen.add_argument("--scheme", choices=list(_SCHEME_OPTIONS), default="ed25519")
+    keygen.add_argument("--name", metavar="PUBLISHER", help="written into the public key file")
+    keygen.add_argument("--not-after", type=_timestamp, metavar="TIME", help="key expiry")
+    keygen.add_argument("--passphrase-file", type=Path, help="encrypt the private key")
+    keygen.add_argument(
+        "--rotate-from", type=Path, metavar="OLD_KEYFILE",
+        help="also write KEYFILE.rotation: the old key vouching for the new one",
+    )
+    keygen.add_argument("--old-passphrase-file", type=Path)
+    keygen.add_argument("--json", action="store_true")
+
+    revocation = commands.add_parser(
+        "revocation", help="write a signed certificate revoking a key (this one or its successor)"
+    )
+    revocation.add_argument("--key", type=Path, required=True, metavar="KEYFILE")
+    revocation.add_argument("--out", type=Path, required=True)
+    revocation.add_argument("--target", metavar="KEY_ID", help="hex key id; default: KEYFILE's")
+    revocation.add_argument("--reason")
+    revocation.add_argument("--passphrase-file", type=Path)
+    revocation.add_argument("--json", action="store_true")
+
+    sign = commands.add_parser("sign", help="sign a .torrent as a release")
+    sign.add_argument("torrent", type=Path)
+    sign.add_argument("--key", type=Path, required=True, metavar="KEYFILE")
+    sign.add_argument("--version", dest="release_version", required=True, metavar="V")
+    sign.add_argument("--name", help="release name; default: the torrent's name")
+    sign.add_argument("--created", type=_timestamp, metavar="TIME", help="default: now")
+    sign.add_argument("--detached", action="store_true", help="write TORRENT.sig instead")
+    sign.add_argument("-o", "--output", type=Path)
+    sign.add_argument("--passphrase-file", type=Path)
+    sign.add_argument("--json", action="store_true")
+
+    verify = commands.add_parser("verify", help="check a .torrent's release signature")
+    verify.add_argument("torrent", type=Path)
+    verify.add_argument("--trust", type=Path, required=True, metavar="KEYFILE_OR_STORE")
+    verify.add_argument("--signature", type=Path, metavar="DETACHED")
+    verify.add_argument("--json", action="store_true")
+
+    trust = commands.add_parser("trust", help="manage a trust store of publisher keys")
+    actions = trust.add_subparsers(dest="trust_command", required=True)
+    add = actions.add_parser("add", help="pin a publisher's public key file")
+    add.add_argument("key", type=Path, metavar="PUBLIC_KEYFILE")
+    add.add_argument("--publisher", help="default: the key file's Publisher")
+    add.add_argument("--not-after", type=_timestamp, metavar="TIME")
+    listing = actions.add_parser("list", help="show the stored keys")
+    revoke = actions.add_parser("revoke", help="stop trusting a key for good")
+    target = revoke.add_mutually_exclusive_group(required=True)
+    target.add_argument("key_id", nargs="?", metavar="KEY_ID")
+    target.add_argument("--certificate", type=Path, help="a signed revocation certificate")
+    revoke.add_argument("--reason")
+    rotate = actions.add_parser("rotate", help="apply a signed key rotation certificate")
+    rotate.add_argument("certificate", type=Path)
+    for action in (add, listing, revoke, rotate):
+        action.add_argument("--store", type=Path, required=True, metavar="DB")
+        action.add_argument("--json", action="store_true")
 
 
 def _add_peer_options(parser: argparse.ArgumentParser) -> None:
@@ -215,6 +353,198 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_passphrase(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    return path.read_bytes().rstrip(b"\r\n") or None
+
+
+def _report(args: argparse.Namespace, summary: dict[str, Any], *lines: str) -> int:
+    if args.json:
+        print(json.dumps({"ok": True, **summary}))
+    else:
+        for line in lines:
+            print(line)
+    return 0
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    public_path = args.out.with_name(args.out.name + ".pub")
+    rotation_path = args.out.with_name(args.out.name + ".rotation")
+    for path in (public_path, rotation_path if args.rotate_from else None):
+        if path is not None and path.exists():
+            raise ConfigError(f"{path} exists; refusing to overwrite it")
+    old = None
+    if args.rotate_from is not None:
+        old = SigningKey.load(args.rotate_from, _read_passphrase(args.old_passphrase_file))
+    key = SigningKey.generate(_SCHEME_OPTIONS[args.scheme])
+    public = PublicKeyFile(key.public, args.name, args.not_after).to_bytes()  # checks the name
+    key.save(args.out, _read_passphrase(args.passphrase_file))
+    public_path.write_bytes(public)
+    if old is not None:
+        rotation_path.write_bytes(certify_rotation(old, key.public, not_after=args.not_after))
+    summary = {
+        "key_id": key.key_id.hex(),
+        "scheme": key.scheme,
+        "private_key": str(args.out),
+        "public_key": str(public_path),
+        "publisher": args.name,
+        "not_after": args.not_after,
+        "rotation": str(rotation_path) if old is not None else None,
+        "rotated_from": old.key_id.hex() if old is not None else None,
+    }
+    lines = [f"wrote {args.out} (private) and {public_path}: {key.scheme} key {key.key_id.hex()}"]
+    if old is not None:
+        lines.append(f"wrote {rotation_path}: key {old.key_id.hex()} vouches for the new key")
+    return _report(args, summary, *lines)
+
+
+def _revocation(args: argparse.Namespace) -> int:
+    key = SigningKey.load(args.key, _read_passphrase(args.passphrase_file))
+    target = key.key_id
+    if args.target is not None:
+        try:
+            target = bytes.fromhex(args.target)
+        except ValueError:
+            raise ConfigError(f"--target is not a hex key id: {args.target!r}") from None
+    if args.out.exists():
+        raise ConfigError(f"{args.out} exists; refusing to overwrite it")
+    args.out.write_bytes(certify_revocation(key, target, reason=args.reason))
+    summary = {
+        "certificate": str(args.out),
+        "revoked_key": target.hex(),
+        "key_id": key.key_id.hex(),
+    }
+    return _report(args, summary, f"wrote {args.out}: revokes key {target.hex()}")
+
+
+def _sign(args: argparse.Namespace) -> int:
+    original = args.torrent.read_bytes()
+    metainfo = Metainfo.from_bytes(original)
+    key = SigningKey.load(args.key, _read_passphrase(args.passphrase_file))
+    envelope = sign_release(
+        metainfo, key, version=args.release_version, name=args.name, created=args.created
+    )
+    if args.detached:
+        output = args.output or detached_path(args.torrent)
+        write_detached(output, envelope)
+    else:
+        output = args.output or args.torrent
+        partial = output.with_name(output.name + ".partial")
+        partial.write_bytes(embed_signature(original, envelope))
+        os.replace(partial, output)
+    summary = {
+        "torrent": str(args.torrent),
+        "output": str(output),
+        "detached": args.detached,
+        "key_id": key.key_id.hex(),
+        "scheme": key.scheme,
+        "name": args.name or metainfo.name,
+        "version": args.release_version,
+        "info_hash_v1": metainfo.info_hash_v1.hex() if metainfo.info_hash_v1 else None,
+        "info_hash_v2": metainfo.info_hash_v2.hex() if metainfo.info_hash_v2 else None,
+    }
+    how = "detached signature" if args.detached else "signed torrent"
+    line = f"wrote {how} {output}: {summary['name']} {args.release_version}, key {key.key_id.hex()}"
+    return _report(args, summary, line)
+
+
+def _open_trust(path: Path) -> TrustStore:
+    """``--trust``: a trust store file, or a public key file pinned for this run only."""
+    if not path.is_file():
+        raise ConfigError(f"no trust store or public key file at {path}")
+    with path.open("rb") as handle:
+        magic = handle.read(len(_SQLITE_MAGIC))
+    if magic == _SQLITE_MAGIC:
+        return TrustStore(path)
+    return TrustStore.pinned(PublicKeyFile.load(path))
+
+
+def _verify(args: argparse.Namespace) -> int:
+    metainfo = Metainfo.from_file(args.torrent)
+    detached = read_detached(args.signature) if args.signature else None
+    with _open_trust(args.trust) as trust:
+        verified = verify_release(metainfo, trust, detached)
+    created = datetime.fromtimestamp(verified.created, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return _report(
+        args,
+        verified.to_json(),
+        f"verified: {verified.name} {verified.version} (created {created}) signed by"
+        f" {verified.publisher!r} with {verified.scheme} key {verified.key_id.hex()}",
+    )
+
+
+def _check_sums(args: argparse.Namespace) -> int:
+    """Authenticate a distribution's checksum list, then check files against it.
+
+    An unsigned list proves only that the files match the list; that is allowed
+    only when asked for by name (``--unsigned``).
+    """
+    if args.key is None and not args.unsigned:
+        raise ConfigError("give --key to check the list's signature, or --unsigned")
+    if args.key is not None:
+        checksums = verify_checksum_file(args.sums, args.signature, args.key)
+    else:
+        if args.signature is not None:
+            raise ConfigError("--signature needs --key")
+        checksums = ChecksumList.load(args.sums)
+    if args.files:
+        checked = [str(path) for path in args.files]
+        for path in args.files:
+            verify_file(path, checksums)
+    else:
+        checked = list(verify_tree(args.sums.parent, checksums))
+    how = "signed list" if args.key is not None else "UNSIGNED list"
+    return _report(
+        args,
+        {"checked": checked, "signed": args.key is not None},
+        *(f"OK {name}" for name in checked),
+        f"{len(checked)} file(s) match the {how} {args.sums.name}",
+    )
+
+
+def _describe_key(key: TrustedKey) -> str:
+    notes = [key.scheme, repr(key.publisher)]
+    if key.not_after is not None:
+        notes.append(f"not after {key.not_after}")
+    if key.predecessor is not None:
+        notes.append(f"rotated from {key.predecessor.hex()}")
+    if key.revoked_at is not None:
+        notes.append(f"REVOKED at {key.revoked_at}")
+    return f"{key.key_id.hex()}  {'  '.join(notes)}"
+
+
+def _trust(args: argparse.Namespace) -> int:
+    if args.trust_command != "add" and not args.store.is_file():
+        raise ConfigError(f"no trust store at {args.store}")
+    with TrustStore(args.store) as store:
+        if args.trust_command == "add":
+            key_file = PublicKeyFile.load(args.key)
+            key = store.add_key(
+                key_file.key,
+                publisher=args.publisher or key_file.publisher or key_file.key.key_id.hex(),
+                not_after=args.not_after if args.not_after is not None else key_file.not_after,
+            )
+            return _report(args, key.to_json(), f"trusting {_describe_key(key)}")
+        if args.trust_command == "list":
+            keys = store.keys()
+            return _report(
+                args, {"keys": [key.to_json() for key in keys]}, *map(_describe_key, keys)
+            )
+        if args.trust_command == "rotate":
+            key = store.apply_rotation(args.certificate.read_bytes())
+            return _report(args, key.to_json(), f"trusting {_describe_key(key)}")
+        if args.certificate is not None:
+            key = store.apply_revocation(args.certificate.read_bytes())
+        else:
+            try:
+                key_id = bytes.fromhex(args.key_id)
+            except ValueError:
+                raise ConfigError(f"not a hex key id: {args.key_id!r}") from None
+            key = store.revoke(key_id, reason=args.reason)
+        return _report(args, key.to_json(), f"revoked {_describe_key(key)}")
+
+
 def _read_allow_list(path: Path) -> set[bytes]:
     """Info-hashes from a file: 40 hex digits (v1, or a truncated v2 hash) a line, # comments."""
     hashes = set()
@@ -262,6 +592,26 @@ async def _seed(args: argparse.Namespace) -> int:
             print(f"{status.peers} peers, {status.bytes_uploaded} bytes uploaded", flush=True)
 
 
+def _check_signature(args: argparse.Namespace, source: MagnetLink | Metainfo) -> VerifiedRelease:
+    """``get --trust``: the release must be signed by a trusted key before a byte is fetched.
+
+    A magnet link carries no signature, so it needs ``--signature``; its
+    info-hashes are all the statement has to match.
+    """
+    detached = read_detached(args.signature) if args.signature else None
+    with _open_trust(args.trust) as trust:
+        if isinstance(source, Metainfo):
+            return verify_release(source, trust, detached)
+        if detached is None:
+            raise SignatureError("missing: a magnet link carries no signature; give --signature")
+        return verify_envelope(
+            detached,
+            trust,
+            info_hash_v1=source.info_hash_v1,
+            info_hash_v2=source.info_hash_v2,
+        )
+
+
 async def _get(args: argparse.Namespace) -> int:
     started = time.monotonic()
     source: MagnetLink | Metainfo
@@ -269,6 +619,9 @@ async def _get(args: argparse.Namespace) -> int:
         source = MagnetLink.parse(args.source)
     else:
         source = Metainfo.from_file(args.source)
+    if args.signature is not None and args.trust is None:
+        raise ConfigError("--signature needs --trust to say whose signatures count")
+    signed = _check_signature(args, source) if args.trust is not None else None
     args.output.mkdir(parents=True, exist_ok=True)
     async with Client(
         host=args.host,
@@ -301,6 +654,7 @@ async def _get(args: argparse.Namespace) -> int:
         "hash_failures": status.hash_failures,
         "path": str(torrent.final_path),
         "peers": dict(torrent.bytes_from_peer),
+        "signed": signed.to_json() if signed is not None else None,
     }
     if args.json:
         print(json.dumps(result))
@@ -340,6 +694,8 @@ _ERROR_LABELS: tuple[tuple[type[BaseException], str], ...] = (
     (StorageError, "storage"),
     (DownloadError, "download failed"),
     (ConfigError, "bad setting"),
+    (SignatureError, "signature refused"),
+    (IntegrityError, "integrity check failed"),
 )
 
 
@@ -358,6 +714,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _create(args)
         if args.command == "info":
             return _info(args)
+        signing = {
+            "keygen": _keygen,
+            "revocation": _revocation,
+            "sign": _sign,
+            "verify": _verify,
+            "trust": _trust,
+            "check-sums": _check_sums,
+        }
+        if args.command in signing:
+            return signing[args.command](args)
         if args.command == "simulate":
             from .sim.command import simulate
 

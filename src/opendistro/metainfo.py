@@ -39,6 +39,7 @@ __all__ = [
     "MAX_PATH_DEPTH",
     "MAX_PIECES",
     "MAX_PIECE_LENGTH",
+    "MAX_SIGNATURES",
     "MAX_TORRENT_SIZE",
     "MIN_V2_PIECE_LENGTH",
     "FileEntry",
@@ -58,6 +59,9 @@ MIN_V2_PIECE_LENGTH = merkle.BLOCK_SIZE
 #: length must not make every other component allocate gigabytes. Same bound
 #: as libtorrent's default ``max_pieces``.
 MAX_PIECES = 2 * 1024 * 1024
+
+#: Release signature envelopes (spec/signed-releases.md) carried in one torrent.
+MAX_SIGNATURES = 16
 
 #: Nesting allowed when decoding: a path of MAX_PATH_DEPTH directories plus the
 #: torrent dict, info dict, file tree, file node and its leaf dict.
@@ -336,6 +340,10 @@ class Metainfo:
     created_by: str | None
     creation_date: int | None
     piece_layers: dict[bytes, bytes] = dataclasses.field(repr=False)
+    #: Bencoded release signature envelopes from the top-level ``signatures``
+    #: list, byte for byte; outside the info dict, so they never change the
+    #: info-hash. ``opendistro.signing`` checks what is inside them.
+    signatures: tuple[bytes, ...] = dataclasses.field(default=(), repr=False)
 
     # -- derived views ----------------------------------------------------------------
 
@@ -409,10 +417,13 @@ class Metainfo:
             top[b"piece layers"] = self.piece_layers
         if self.url_list:
             top[b"url-list"] = list(self.url_list)
+        verbatim = {b"info": self.info_bytes}
+        if self.signatures:
+            verbatim[b"signatures"] = b"l" + b"".join(self.signatures) + b"e"
         parts = [b"d"]
-        for key in sorted([*top, b"info"]):
+        for key in sorted([*top, *verbatim]):
             parts.append(bencode.encode(key))
-            parts.append(self.info_bytes if key == b"info" else bencode.encode(top[key]))
+            parts.append(verbatim[key] if key in verbatim else bencode.encode(top[key]))
         parts.append(b"e")
         return b"".join(parts)
 
@@ -453,7 +464,7 @@ class Metainfo:
         if span is None:
             raise MetainfoError("torrent has no 'info' dictionary")
         info_bytes = bytes(data[span[0] : span[1]])
-        return cls._build(
+        metainfo = cls._build(
             info_bytes,
             top.get(b"info"),
             announce_tiers=_parse_tiers(top),
@@ -463,6 +474,8 @@ class Metainfo:
             creation_date=_parse_date(top.get(b"creation date")),
             raw_layers=top.get(b"piece layers"),
         )
+        signatures = _parse_signatures(bytes(data), top.get(b"signatures"))
+        return dataclasses.replace(metainfo, signatures=signatures) if signatures else metainfo
 
     @classmethod
     def from_info_bytes(
@@ -631,6 +644,29 @@ def _parse_url_list(raw: Any) -> list[str]:
     if not isinstance(raw, list):
         return []
     return [_text(url) for url in raw if isinstance(url, bytes) and url]
+
+
+def _parse_signatures(data: bytes, raw: Any) -> tuple[bytes, ...]:
+    """Each entry of the top-level ``signatures`` list, as the exact bytes found.
+
+    Unlike the fields above this one is not lenient: a torrent that carries
+    signatures in a shape we cannot read must not pass for an unsigned one.
+    """
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(entry, dict) for entry in raw):
+        raise MetainfoError("'signatures' must be a list of dictionaries")
+    if len(raw) > MAX_SIGNATURES:
+        raise MetainfoError(f"more than {MAX_SIGNATURES} signatures")
+    span = bencode.dict_value_span(data, b"signatures")
+    assert span is not None
+    entries: list[bytes] = []
+    pos = span[0] + 1  # past the list's "l"
+    for _ in raw:
+        _, end = bencode.decode_prefix(data, pos)
+        entries.append(data[pos:end])
+        pos = end
+    return tuple(entries)
 
 
 def _parse_date(raw: Any) -> int | None:

@@ -11,7 +11,9 @@ torrent ships it so a single piece can be checked without the whole file.
 A torrent fetched through a magnet link has no piece layers; they come from
 peers in BEP 52 ``hash request``/``hashes`` messages. :class:`PieceLayerTree`
 answers such requests and :func:`verify_hashes` checks a reply against the
-file's root before anything trusts it.
+file's root before anything trusts it. Both sides agree on the request rules
+through :func:`check_hash_request` and on which uncle hashes a reply carries
+through :func:`uncle_positions` (the layout libtorrent serves).
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ __all__ = [
     "HASH_SIZE",
     "PieceLayerTree",
     "block_hashes",
+    "check_hash_request",
+    "merkle_layers",
     "merkle_root",
     "piece_hash",
     "root_from_piece_layer",
     "single_piece_root",
     "split_layer",
     "tree_height",
+    "uncle_positions",
     "verify_hashes",
     "zero_subtree_root",
 ]
@@ -95,6 +100,27 @@ def merkle_root(leaves: Sequence[bytes], height: int | None = None, *, base: int
     return layer[0]
 
 
+def merkle_layers(leaves: Sequence[bytes], height: int, *, base: int = 0) -> list[list[bytes]]:
+    """Every layer of a ``2**height``-wide tree at ``base``, from ``leaves`` (padded) to the root.
+
+    For answering requests that need inner nodes, not just the root. Memory is
+    about twice the padded width.
+    """
+    if not leaves:
+        raise IntegrityError("a merkle tree needs at least one leaf")
+    width = 1 << height
+    if len(leaves) > width:
+        raise IntegrityError(f"{len(leaves)} leaves do not fit a tree of height {height}")
+    layer = list(leaves)
+    layer.extend([_ZERO_ROOTS[base]] * (width - len(layer)))
+    layers = [layer]
+    sha256 = hashlib.sha256
+    while len(layer) > 1:
+        layer = [sha256(layer[i] + layer[i + 1]).digest() for i in range(0, len(layer), 2)]
+        layers.append(layer)
+    return layers
+
+
 def piece_hash(data: bytes | bytearray | memoryview, piece_length: int) -> bytes:
     """Piece-layer node for one piece of file data (the last piece of a file may be short)."""
     return merkle_root(block_hashes(data), _height_for(piece_length // BLOCK_SIZE))
@@ -128,50 +154,60 @@ class PieceLayerTree:
     """The upper part of one file's tree, from its piece layer to the root.
 
     Built once from a (verified) piece layer, it answers BEP 52 ``hash request``
-    messages whose base layer is the piece layer. Memory is about two hashes per
-    piece of the file.
+    messages whose base layer is the piece layer or any layer above it. Memory
+    is about two hashes per piece of the file.
     """
 
     def __init__(self, piece_layer: Sequence[bytes], piece_length: int, file_length: int) -> None:
         self.base_height = _height_for(piece_length // BLOCK_SIZE)
         self.height = max(tree_height(file_length), self.base_height)
-        width = 1 << (self.height - self.base_height)
-        if not 0 < len(piece_layer) <= width:
+        top = self.height - self.base_height
+        if not 0 < len(piece_layer) <= 1 << top:
             raise IntegrityError("piece layer does not fit the file's tree")
-        layer = list(piece_layer)
-        layer.extend([_ZERO_ROOTS[self.base_height]] * (width - len(layer)))
-        self._layers: list[list[bytes]] = [layer]
-        sha256 = hashlib.sha256
-        while len(layer) > 1:
-            layer = [sha256(layer[i] + layer[i + 1]).digest() for i in range(0, len(layer), 2)]
-            self._layers.append(layer)
+        self._layers = merkle_layers(piece_layer, top, base=self.base_height)
 
     @property
     def root(self) -> bytes:
         return self._layers[-1][0]
 
-    def hashes(self, index: int, length: int, proof_layers: int) -> list[bytes]:
-        """The payload of a ``hashes`` reply: base hashes, then uncles towards the root."""
-        base = self._layers[0]
-        _check_request(len(base), index, length, proof_layers)
+    def node(self, layer: int, index: int) -> bytes:
+        """Node ``index`` of the layer ``layer`` levels above the piece layer (padding included)."""
+        if not 0 <= layer < len(self._layers) or not 0 <= index < len(self._layers[layer]):
+            raise IntegrityError(f"no node {index} in layer {layer} of this tree")
+        return self._layers[layer][index]
+
+    def hashes(self, index: int, length: int, proof_layers: int, *, layer: int = 0) -> list[bytes]:
+        """The payload of a ``hashes`` reply: base hashes, then uncles towards the root.
+
+        ``layer`` is the base layer's height above the piece layer (0: the piece layer).
+        """
+        if not 0 <= layer < len(self._layers):
+            raise IntegrityError(f"layer {layer} is not in this tree")
+        base = self._layers[layer]
+        check_hash_request(len(base), index, length, proof_layers)
         result = base[index : index + min(length, len(base))]
-        for height, node in _uncle_positions(len(base), index, length, proof_layers):
-            result.append(self._layers[height][node])
+        for height, node in uncle_positions(len(base), index, length, proof_layers):
+            result.append(self._layers[layer + height][node])
         return result
 
 
-def _check_request(width: int, index: int, length: int, proof_layers: int) -> None:
-    # BEP 52: length is a power of two of at least 2 (one node only when the whole
-    # layer is one node) and index a multiple of it.
+def check_hash_request(width: int, index: int, length: int, proof_layers: int) -> None:
+    """Raise IntegrityError unless a request fits a layer of ``width`` (a power of two) nodes.
+
+    BEP 52: length is a power of two of at least 2 (one node only when the whole
+    layer is one node; a length past the layer's end is truncated) and index a
+    multiple of it. Like libtorrent we refuse more proof layers than there are
+    layers above the base: the reply would not say which were left out.
+    """
     if length < min(2, width) or length & (length - 1):
         raise IntegrityError(f"bad hash request length {length}")
     if index < 0 or index % length or index >= width:
         raise IntegrityError(f"bad hash request index {index}")
-    if proof_layers < 0:
-        raise IntegrityError("negative proof layer count")
+    if proof_layers < 0 or (width > 1 and proof_layers >= width.bit_length() - 1):
+        raise IntegrityError(f"bad hash request proof layer count {proof_layers}")
 
 
-def _uncle_positions(
+def uncle_positions(
     width: int, index: int, length: int, proof_layers: int
 ) -> list[tuple[int, int]]:
     """(height above the base, node) of each uncle a reply carries, lowest first.
@@ -208,11 +244,11 @@ def verify_hashes(
     if not 0 <= base_height <= height:
         raise IntegrityError("base layer above the root")
     width = 1 << (height - base_height)
-    _check_request(width, index, length, proof_layers)
+    check_hash_request(width, index, length, proof_layers)
     top = height - base_height
     subtree = min(length.bit_length() - 1, top)
     count = min(length, width)
-    uncles = _uncle_positions(width, index, length, proof_layers)
+    uncles = uncle_positions(width, index, length, proof_layers)
     if subtree + len(uncles) < top:
         raise IntegrityError("proof does not reach the root; request more proof layers")
     if len(hashes) != count + len(uncles) or any(len(h) != HASH_SIZE for h in hashes):
