@@ -304,3 +304,17 @@ def test_an_idle_unchoked_peer_takes_a_queued_block_from_a_busier_one() -> None:
     assert requests(actions, "c") == [moved]
     cancels = [a.message for a in actions if isinstance(a, SendMessage) and a.peer == "b"]
     assert cancels == [m.Cancel(moved.index, moved.begin, moved.length)]
+
+
+def test_a_peer_told_we_had_nothing_hears_each_piece_once_we_know_better() -> None:
+    have = Bitfield(3)
+    have.set(0)
+    have.set(2)
+    session: SwarmSession[str] = SwarmSession(
+        num_pieces=3, piece_length=2 * BLOCK, total_length=6 * BLOCK, have=have
+    )
+    b = Remote("b", 3)
+    b.hears([SendMessage("b", m.HaveNone())])  # what the driver said while checking
+    told = b.hears(session.peer_connected("b", b.ours, 0.0, announced=True))
+    assert told == [m.Have(0), m.Have(2)]
+    assert b.theirs.peer_has is not None and list(b.theirs.peer_has) == [0, 2]

@@ -362,6 +362,11 @@ class HashServer:
                 self._files.setdefault(entry.pieces_root, entry)
         self._trees: dict[bytes, merkle.PieceLayerTree] = {}
 
+    @property
+    def metainfo(self) -> Metainfo:
+        """The torrent whose piece layers this server answers from."""
+        return self._metainfo
+
     def answer(self, request: HashRequest) -> Hashes | HashReject:
         """The reply to send for ``request``; never raises for what a peer asks."""
         try:

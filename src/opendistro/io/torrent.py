@@ -31,6 +31,7 @@ from ..errors import (
     StorageError,
     TrackerError,
 )
+from ..integrity.hash_exchange import HashServer
 from ..integrity.pieces import PieceVerifier
 from ..magnet import MagnetLink
 from ..metainfo import Metainfo
@@ -72,7 +73,7 @@ from ..wire.extensions.ut_pex import (
     encode_pex,
     is_local_address,
 )
-from ..wire.messages import Extended, HaveNone, Piece
+from ..wire.messages import Extended, Hashes, HashReject, HashRequest, HaveNone, Piece
 from .throttle import Throttle, ThrottledStream
 
 if TYPE_CHECKING:
@@ -158,6 +159,9 @@ class Torrent:
         self._buffers: dict[int, bytearray] = {}
         self._assembler: MetadataAssembler | None = None
         self._hash_limiter = trio.CapacityLimiter(2)
+        self._hash_server: HashServer | None = None
+        self.hash_requests_answered = 0
+        """BEP 52 hash requests we answered with hashes (not rejects)."""
         self.candidates = PeerCandidates()
         self._pex_senders: dict[PeerSession, PexSender] = {}
         self._pex_receivers: dict[PeerSession, PexReceiver] = {}
@@ -276,13 +280,15 @@ class Torrent:
             await self._prepare_seed(self.download_dir)
             return
         storage = self._open_storage("download")
+        # Sizes before preallocation: a fresh download has nothing worth hashing.
+        before = await trio.to_thread.run_sync(storage.file_stats)
         await trio.to_thread.run_sync(storage.preallocate)
         self._resume = ResumeStore(self._state_dir() / "resume.sqlite")
         stats = await trio.to_thread.run_sync(storage.file_stats)
         saved = self._resume.load(self.info_hash, metainfo.num_pieces, stats)
         if saved is not None:
             have = Bitfield(metainfo.num_pieces, saved)
-        elif any(size > 0 for size, _ in stats):
+        elif any(size > 0 for size, _ in before):
             good = await trio.to_thread.run_sync(check_pieces, storage, self.verifier.verify)
             have = Bitfield(metainfo.num_pieces)
             for index in good:
@@ -521,11 +527,32 @@ class Torrent:
                 self.extension_handshake(peer, event)
             elif isinstance(event, Extended):
                 self.extension_message(peer, event)
+            elif isinstance(event, HashRequest):
+                peer.send(self._answer_hash_request(event))
             elif session is not None:
                 data = event.data if isinstance(event, Piece) else None
                 self._execute(session.handle(peer, event, now), data)
         if session is not None:
             self._execute(session.after_events(peer, now))
+
+    def _answer_hash_request(self, request: HashRequest) -> Hashes | HashReject:
+        """BEP 52: a peer without our piece layers (a v2 magnet) asks for them."""
+        metainfo = self.metainfo
+        if metainfo is None or not metainfo.has_v2:
+            return HashReject(
+                request.pieces_root,
+                request.base_layer,
+                request.index,
+                request.length,
+                request.proof_layers,
+            )
+        server = self._hash_server
+        if server is None or server.metainfo is not metainfo:
+            server = self._hash_server = HashServer(metainfo)
+        answer = server.answer(request)
+        if isinstance(answer, Hashes):
+            self.hash_requests_answered += 1
+        return answer
 
     def _execute(
         self, actions: list[Action[PeerSession]], data: bytes | memoryview | None = None

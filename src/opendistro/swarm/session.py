@@ -234,8 +234,9 @@ class SwarmSession(Generic[PeerKey]):
     ) -> list[Action[PeerKey]]:
         """Both handshakes are done: announce what we have.
 
-        ``announced`` says the driver already sent the peer our (empty) piece set,
-        as it does for a magnet download before the metadata arrives.
+        ``announced`` says the driver already sent the peer an empty piece set,
+        as it does before the metadata arrives (magnet) or the data is checked;
+        the pieces we have are then announced one Have at a time.
         """
         peer = _Peer(connection, now, RateMeter(now), RateMeter(now), last_block_at=now)
         self._peers[key] = peer
@@ -246,7 +247,8 @@ class SwarmSession(Generic[PeerKey]):
                 actions.append(SendMessage(key, HaveNone()))  # pieces are revealed one by one
             actions.extend(self._offer(key))
         elif announced:
-            pass
+            # It heard "nothing" while our data was being checked: now each piece we have.
+            actions.extend(SendMessage(key, Have(index)) for index in self.have)
         elif connection.fast_enabled and self.have.complete:
             actions.append(SendMessage(key, HaveAll()))
         elif connection.fast_enabled and self.have.count == 0:
