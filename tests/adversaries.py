@@ -23,8 +23,12 @@ LOOPBACK = "127.0.0.1"
 HANDSHAKE_LENGTH = 68
 PIECE_ID = 7
 
-Answer = Callable[[m.Request, bytes], m.Piece]
-"""Given a request and the true bytes, the Piece message a liar sends instead."""
+Answer = Callable[[m.Request, bytes], m.Piece | None]
+"""Given a request and the true bytes, the Piece message a liar sends instead
+(None: reject the request, BEP 6)."""
+
+HashAnswer = Callable[[m.HashRequest], m.Hashes | m.HashReject]
+"""What a liar answers to a BEP 52 hash request."""
 
 
 @dataclass
@@ -39,6 +43,7 @@ class LyingSeeder:
     data: bytes
     answer: Answer
     peer_id: bytes = b"-XX0001-liarliarliar"
+    hash_answer: HashAnswer | None = None
     port: int = 0
     requests_seen: int = 0
     connections: int = 0
@@ -70,6 +75,8 @@ class LyingSeeder:
                     if isinstance(event, m.Request):
                         self.requests_seen += 1
                         out += self._reply(connection, event)
+                    elif isinstance(event, m.HashRequest) and self.hash_answer is not None:
+                        out += connection.send(self.hash_answer(event))
                 if not greeted and connection.remote_peer_id is not None:
                     greeted = True
                     out[:0] = (
@@ -88,6 +95,8 @@ class LyingSeeder:
         start = request.index * self.metainfo.piece_length + request.begin
         truth = self.data[start : start + request.length]
         piece = self.answer(request, truth)
+        if piece is None:
+            return connection.send(m.RejectRequest(request.index, request.begin, request.length))
         if (piece.index, piece.begin, len(piece.data)) == (
             request.index,
             request.begin,

@@ -61,7 +61,7 @@ async def test_a_peer_serving_garbage_for_some_blocks_is_banned(
 ) -> None:
     release, metainfo = release_and_torrent(make_release)
 
-    def answer(request: m.Request, truth: bytes) -> m.Piece:
+    def answer(request: m.Request, truth: bytes) -> m.Piece | None:
         lie = request.index % 2 == 0
         return m.Piece(request.index, request.begin, flip_bit(truth) if lie else truth)
 
@@ -74,6 +74,25 @@ async def test_a_peer_serving_garbage_for_some_blocks_is_banned(
     assert f"{LOOPBACK}:{honest_port}" not in leecher.banned
     assert leecher.is_banned((LOOPBACK, liar.port))
     assert liar.connections == 1  # never dialled again after the ban
+
+
+async def test_a_peer_poisoning_one_block_per_piece_and_refusing_the_rest_is_banned(
+    make_release: Callable[..., Path], tmp_path: Path
+) -> None:
+    release, metainfo = release_and_torrent(make_release)
+
+    def answer(request: m.Request, truth: bytes) -> m.Piece | None:
+        # Every bad piece has two senders: the liar's block and the honest rest.
+        if request.begin != 0:
+            return None
+        return m.Piece(request.index, 0, flip_bit(truth))
+
+    torrent, leecher, liar, honest_port = await download_with_liar(
+        metainfo, release, tmp_path / "dl", answer
+    )
+    assert_intact(torrent, release)
+    assert f"{LOOPBACK}:{liar.port}" in leecher.banned
+    assert f"{LOOPBACK}:{honest_port}" not in leecher.banned
 
 
 async def test_a_peer_labelling_blocks_with_another_piece_index_is_banned(
@@ -196,7 +215,8 @@ async def test_nothing_unverified_reaches_the_final_path(
             )
             with trio.fail_after(60):
                 while not torrent.complete.is_set():
-                    assert not final.exists()  # only a whole, verified release appears
+                    if final.exists():  # only once every piece is verified
+                        assert torrent.have is not None and torrent.have.complete
                     await trio.sleep(0.005)
         nursery.cancel_scope.cancel()
     assert_intact(torrent, release)

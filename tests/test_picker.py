@@ -120,6 +120,23 @@ def test_nothing_is_taken_from_pieces_the_idle_peer_lacks() -> None:
     assert picker.steal("idle", bits(2, [1])) is None
 
 
+def test_a_piece_that_failed_from_several_peers_is_fetched_again_from_one() -> None:
+    picker = make_picker(num_pieces=1)
+    has = bits(1, [0])
+    picker.peer_has_bitfield(has)
+    picker.peer_has_bitfield(has)
+    assert len(picker.pick("a", has, 2) + picker.pick("b", has, 2)) == 4
+    picker.piece_failed(0, single_source=True)
+    again = picker.pick("b", has, 4)
+    assert len(again) == 4  # the whole piece, from b alone
+    assert picker.pick("a", has, 4) == []  # not even as an endgame duplicate
+    # b refuses a block: the piece starts over, whole from another single peer.
+    picker.block_received("b", again[1])
+    picker.request_failed("b", again[0])
+    assert sorted(picker.pick("a", has, 4)) == sorted(again)
+    assert picker.pick("b", has, 4) == []
+
+
 def test_failed_piece_is_downloaded_again() -> None:
     picker = make_picker(num_pieces=1)
     has = bits(1, [0])

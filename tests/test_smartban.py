@@ -75,3 +75,12 @@ def test_a_piece_failing_again_and_again_from_mixed_senders_blames_the_torrent()
         assert not ban.suspect_metainfo(2)
         ban.piece_failed(2, {0: f"a{attempt}", BLOCK: f"b{attempt}"}, {0: b"x", BLOCK: b"y"})
     assert ban.suspect_metainfo(2)
+
+
+def test_blocks_known_to_be_bad_name_their_senders_without_waiting_for_a_good_copy() -> None:
+    ban: SmartBan[str] = SmartBan()
+    senders = {0: "a", BLOCK: "liar", 2 * BLOCK: "b", 3 * BLOCK: "liar"}
+    ban.piece_failed(4, senders, {begin: b"d" for begin in senders})
+    assert ban.blame(4, [BLOCK]) == {"liar"}
+    assert not ban.wants_digests(4)  # settled: a later good copy judges nobody
+    assert ban.piece_passed(4, {0: b"x"}) == set()

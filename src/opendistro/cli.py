@@ -125,6 +125,15 @@ def _parser() -> argparse.ArgumentParser:
     version.add_argument("--v1", dest="version", action="store_const", const="v1")
     version.add_argument("--v2", dest="version", action="store_const", const="v2")
     version.add_argument("--hybrid", dest="version", action="store_const", const="hybrid")
+    create.add_argument(
+        "--meta4",
+        type=Path,
+        metavar="FILE",
+        help="also write a Metalink 4 file listing the --webseed URLs as mirrors",
+    )
+    create.add_argument(
+        "--torrent-url", metavar="URL", help="where the .torrent will be served (for --meta4)"
+    )
     create.add_argument("--json", action="store_true")
 
     info = commands.add_parser("info", help="describe a .torrent file")
@@ -291,6 +300,10 @@ def _log_to_stderr(verbose: bool) -> Any:
 
 
 def _create(args: argparse.Namespace) -> int:
+    if args.torrent_url is not None and args.meta4 is None:
+        raise ConfigError("--torrent-url is only used with --meta4")
+    if args.meta4 is not None and not (args.webseed or args.torrent_url):
+        raise ConfigError("--meta4 needs mirrors: give --webseed URLs (or --torrent-url)")
     metainfo = create_torrent(
         args.path,
         version=args.version or "hybrid",
@@ -300,13 +313,27 @@ def _create(args: argparse.Namespace) -> int:
         private=args.private,
         comment=args.comment,
     )
+    meta4 = None
+    if args.meta4 is not None:
+        from .mirrors.metalink import write_metalink
+
+        # Made before anything is written, so a bad mirror URL leaves no half-done output.
+        # The data folder is the one create_torrent named the release after.
+        meta4 = write_metalink(
+            metainfo, args.path.resolve().parent, mirrors=args.webseed, torrent_url=args.torrent_url
+        )
     output = args.output or Path(f"{metainfo.name}.torrent")
     output.write_bytes(metainfo.to_bytes())
     summary = _describe(metainfo) | {"torrent": str(output)}
+    if meta4 is not None:
+        args.meta4.write_bytes(meta4)
+        summary["meta4"] = str(args.meta4)
     if args.json:
         print(json.dumps(summary))
     else:
         print(f"wrote {output} ({metainfo.version}, {metainfo.num_pieces} pieces)")
+        if args.meta4 is not None:
+            print(f"wrote {args.meta4} ({len(args.webseed)} mirrors)")
         print(f"magnet: {summary['magnet']}")
     return 0
 

@@ -21,7 +21,11 @@ __all__ = [
     "LocalProtocolError",
     "MagnetError",
     "MetainfoError",
+    "MetalinkError",
+    "MirrorDataError",
     "MirrorError",
+    "MirrorNotFound",
+    "MirrorUnavailable",
     "OpenDistroError",
     "ProtocolError",
     "RemoteProtocolError",
@@ -64,6 +68,10 @@ class MagnetError(MetainfoError):
     """A magnet URI is malformed or names no usable info-hash."""
 
 
+class MetalinkError(MetainfoError):
+    """A Metalink (RFC 5854) document is malformed, unsafe or inconsistent."""
+
+
 class StorageError(OpenDistroError):
     """Reading or writing release data on disk failed."""
 
@@ -86,6 +94,18 @@ class TrackerError(OpenDistroError):
 
 class MirrorError(OpenDistroError):
     """An HTTP mirror or web seed failed."""
+
+
+class MirrorUnavailable(MirrorError):
+    """A mirror could not be reached, timed out or answered 5xx/429: try again later."""
+
+
+class MirrorNotFound(MirrorError):
+    """A mirror answered 404 or 410: it does not have that file (now, or at all)."""
+
+
+class MirrorDataError(MirrorError):
+    """A mirror answered with the wrong range, length or framing: its data is not usable."""
 
 
 class DeltaError(OpenDistroError):

@@ -33,7 +33,7 @@ async def test_libtorrent_gets_piece_layers_it_lacks_from_our_seeder(
     async with Client(host=LOOPBACK) as seeder:
         await seeder.seed(metainfo, release.parent)
         summary = await lt_download(torrent_file, tmp_path / "lt", [seeder.port])
-        answered = seeder.torrents[0].hash_requests_answered
+        answered = seeder.torrents[0].v2_hashes.requests_answered
     assert summary["done"], summary["stderr"]
     assert answered >= 1  # libtorrent asked for the layers it lacked, and we answered
     downloaded = tmp_path / "lt" / release.name

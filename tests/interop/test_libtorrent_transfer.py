@@ -70,7 +70,7 @@ async def test_we_download_from_libtorrent(
     assert tree_bytes(tmp_path / "ours" / release.name) == tree_bytes(release)
 
 
-@pytest.mark.parametrize("version", ["v1", "hybrid"])
+@pytest.mark.parametrize("version", ["v1", "v2", "hybrid"])
 async def test_magnet_download_from_libtorrent(
     make_release: Callable[..., Path], tmp_path: Path, version: str
 ) -> None:

@@ -26,6 +26,7 @@ from ..errors import ConfigError, EncryptionError, OpenDistroError
 from ..magnet import MagnetLink
 from ..metainfo import Metainfo
 from ..swarm.session import SessionConfig
+from ..swarm.sources import SourcePolicy
 from ..wire.connection import PeerConnection
 from ..wire.extensions.ut_pex import PEX_INTERVAL, is_local_address
 from ..wire.messages import Handshake
@@ -65,6 +66,7 @@ class Client:
         download_limit: float | None = None,
         pex_interval: float = PEX_INTERVAL,
         peer_id: bytes | None = None,
+        mirror_retries: int = 5,
         log: Callable[[str], None] | None = None,
     ) -> None:
         if peer_id is not None and len(peer_id) != 20:
@@ -77,6 +79,8 @@ class Client:
         self.max_peers_per_torrent = max_peers_per_torrent
         self.session_config = session_config or SessionConfig(upload_slots=upload_slots)
         self.pex_interval = pex_interval
+        self.mirror_retries = mirror_retries
+        """Failures in a row after which a mirror counts as down (with no peers: give up)."""
         self.upload_throttle = Throttle(upload_limit)
         self.download_throttle = Throttle(download_limit)
         self.peer_id = peer_id or make_peer_id()
@@ -184,10 +188,13 @@ class Client:
         upload_limit: float | None = None,
         download_limit: float | None = None,
         sequential: bool = False,
+        sources: SourcePolicy = SourcePolicy.PREFER_P2P,
     ) -> Torrent:
         """Download (or, with ``seed_only``, seed from) ``download_dir``; returns at once.
 
         ``sequential`` fetches pieces in order (for streaming) instead of rarest first.
+        ``sources`` says when the torrent's web seeds (``url-list``) are used
+        beside its peers (see :class:`~opendistro.swarm.sources.SourcePolicy`).
 
         ``upload_limit`` and ``download_limit`` (bytes per second) cap this
         torrent; the client's own limits apply on top.
@@ -199,6 +206,7 @@ class Client:
             metainfo=metainfo,
             seed_only=seed_only,
             sequential=sequential,
+            sources=sources,
         )
         torrent.upload_throttle.set_rate(upload_limit)
         torrent.download_throttle.set_rate(download_limit)
@@ -231,11 +239,16 @@ class Client:
         download_dir: str | os.PathLike[str],
         *,
         peers: Sequence[tuple[str, int]] = (),
+        sources: SourcePolicy = SourcePolicy.PREFER_P2P,
     ) -> Torrent:
         """Start from a magnet link: fetch the info dictionary from peers, then download."""
         link = MagnetLink.parse(magnet) if isinstance(magnet, str) else magnet
         torrent = Torrent(
-            self, info_hash=link.wire_info_hash, download_dir=Path(download_dir), magnet=link
+            self,
+            info_hash=link.wire_info_hash,
+            download_dir=Path(download_dir),
+            magnet=link,
+            sources=sources,
         )
         return await self._start(torrent, peers)
 
@@ -253,7 +266,7 @@ class Client:
 
     def connect_soon(self, torrent: Torrent, address: tuple[str, int]) -> None:
         """Offer a peer address for ``torrent``; it is dialled when a connection slot is free."""
-        if self._nursery is None or torrent.stopped.is_set():
+        if self._nursery is None or torrent.stopped.is_set() or not torrent.sources.uses_peers:
             return
         host, port = address
         if port == self.port and host in (self.host, "127.0.0.1", "localhost"):

@@ -18,7 +18,7 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 import trio
 
@@ -31,7 +31,6 @@ from ..errors import (
     StorageError,
     TrackerError,
 )
-from ..integrity.hash_exchange import HashServer
 from ..integrity.pieces import PieceVerifier
 from ..magnet import MagnetLink
 from ..metainfo import Metainfo
@@ -51,6 +50,7 @@ from ..swarm.session import (
     SwarmSession,
     VerifyPiece,
 )
+from ..swarm.sources import SourcePolicy
 from ..tracker.client import announce
 from ..tracker.protocol import AnnounceEvent, AnnounceRequest
 from ..tracker.tiers import TrackerTiers
@@ -74,13 +74,18 @@ from ..wire.extensions.ut_pex import (
     is_local_address,
 )
 from ..wire.messages import Extended, Hashes, HashReject, HashRequest, HaveNone, Piece
+from .mirrors import MirrorSource, MirrorSources
+from .peer import PeerSession
 from .throttle import Throttle, ThrottledStream
+from .v2_hashes import V2Hashes, lacks_piece_layers
 
 if TYPE_CHECKING:
     from .client import Client
-    from .peer import PeerSession
 
-__all__ = ["OUR_EXTENSIONS", "Torrent", "TorrentState", "TorrentStatus"]
+__all__ = ["OUR_EXTENSIONS", "Source", "Torrent", "TorrentState", "TorrentStatus"]
+
+Source: TypeAlias = PeerSession | MirrorSource
+"""Who the swarm session downloads from: a peer connection or an HTTP mirror."""
 
 OUR_EXTENSIONS = {"ut_metadata": 3, "ut_pex": 1}
 """BEP 10 message ids we assign to the extensions we speak."""
@@ -93,6 +98,7 @@ TICK_INTERVAL = 1.0
 class TorrentState(enum.Enum):
     CHECKING = "checking"
     METADATA = "fetching metadata"
+    HASHES = "fetching piece hashes"
     DOWNLOADING = "downloading"
     SEEDING = "seeding"
     FAILED = "failed"
@@ -113,6 +119,7 @@ class TorrentStatus:
     bytes_uploaded: int
     hash_failures: int
     error: str | None
+    bytes_from_mirrors: int = 0
 
     @property
     def fraction(self) -> float:
@@ -132,6 +139,7 @@ class Torrent:
         magnet: MagnetLink | None = None,
         seed_only: bool = False,
         sequential: bool = False,
+        sources: SourcePolicy = SourcePolicy.PREFER_P2P,
     ) -> None:
         self.client = client
         self.info_hash = info_hash
@@ -140,10 +148,12 @@ class Torrent:
         self.magnet = magnet
         self.seed_only = seed_only
         self.sequential = sequential
+        self.sources = sources
+        self.mirrors: MirrorSources | None = None
         self._file_priorities: dict[int, int] = {}
         self.state = TorrentState.METADATA if metainfo is None else TorrentState.CHECKING
         self.storage: FileStorage | None = None
-        self.session: SwarmSession[PeerSession] | None = None
+        self.session: SwarmSession[Source] | None = None
         self.verifier: PieceVerifier | None = None
         self.have: Bitfield | None = None
         self.peers: set[PeerSession] = set()
@@ -159,9 +169,7 @@ class Torrent:
         self._buffers: dict[int, bytearray] = {}
         self._assembler: MetadataAssembler | None = None
         self._hash_limiter = trio.CapacityLimiter(2)
-        self._hash_server: HashServer | None = None
-        self.hash_requests_answered = 0
-        """BEP 52 hash requests we answered with hashes (not rejects)."""
+        self.v2_hashes = V2Hashes(self)
         self.candidates = PeerCandidates()
         self._pex_senders: dict[PeerSession, PexSender] = {}
         self._pex_receivers: dict[PeerSession, PexReceiver] = {}
@@ -169,7 +177,7 @@ class Torrent:
         self.download_throttle = Throttle(None, parent=client.download_throttle)
         self._resume: ResumeStore | None = None
         self._resume_dirty = False
-        self._nursery: trio.Nursery | None = None
+        self.nursery: trio.Nursery | None = None
         self._started_at = trio.current_time()
 
     # -- public view ------------------------------------------------------
@@ -200,6 +208,7 @@ class Torrent:
             bytes_uploaded=sum(self.bytes_to_peer.values()),
             hash_failures=self.hash_failures,
             error=self.error,
+            bytes_from_mirrors=self.mirrors.bytes_received if self.mirrors else 0,
         )
 
     def _total_rate(self, now: float, *, upload: bool) -> float:
@@ -208,6 +217,10 @@ class Torrent:
             return 0.0
         rate = session.upload_rate if upload else session.download_rate
         return sum(rate(peer, now) for peer in session.peers)
+
+    def swarm_download_rate(self, now: float) -> float:
+        """Bytes/s the peers (not the mirrors) delivered lately: what the source policy watches."""
+        return self._total_rate(now, upload=False)
 
     async def progress(self, interval: float = 0.5) -> AsyncIterator[TorrentStatus]:
         """Yield a status snapshot every ``interval`` seconds, and a last one when complete."""
@@ -248,10 +261,13 @@ class Torrent:
 
     async def run(self, nursery: trio.Nursery) -> None:
         """Prepare data, then keep announcing; peers are driven by their own tasks."""
-        self._nursery = nursery
+        self.nursery = nursery
         try:
             if self.metainfo is not None:
                 await self._prepare()
+                self._start_mirrors()
+            if not self.sources.uses_peers:
+                return
             nursery.start_soon(self._tracker_loop)
             nursery.start_soon(self._resume_loop)
             nursery.start_soon(self._tick_loop)
@@ -259,6 +275,33 @@ class Torrent:
                 self.client.connect_soon(self, address)
         except OpenDistroError as exc:
             self._fail(str(exc))
+
+    def _start_mirrors(self) -> None:
+        """Web seeds (BEP 19 ``url-list``, a magnet's ``ws``) join as sources once data is ready."""
+        metainfo = self.metainfo
+        if metainfo is None or self.mirrors is not None or self.seed_only or self.is_seeding:
+            return
+        if not metainfo.url_list or not self.sources.uses_mirrors:
+            return
+        self.mirrors = MirrorSources(
+            self, list(metainfo.url_list), self.sources, give_up_after=self.client.mirror_retries
+        )
+        assert self.nursery is not None
+        self.nursery.start_soon(self.mirrors.run)
+
+    def mirror_piece(self, source: MirrorSource, index: int, piece: bytearray) -> None:
+        """A mirror delivered a whole piece: check it like one from a peer."""
+        if self.session is None:
+            return
+        self._buffers[index] = piece
+        actions = self.session.mirror_piece_arrived(source, index)
+        if not actions:
+            self._buffers.pop(index, None)
+        self.execute(actions)
+
+    def fail_with_sources(self, message: str) -> None:
+        """Nothing can deliver: stop with ``message``; verified data stays for the next run."""
+        self._fail(message)
 
     def _initial_peers(self) -> list[tuple[str, int]]:
         return list(self.magnet.peers) if self.magnet is not None else []
@@ -359,7 +402,7 @@ class Torrent:
         now = trio.current_time()
         for peer in list(self.peers):
             peer.connection.set_num_pieces(metainfo.num_pieces)
-            self._execute(self.session.peer_connected(peer, peer.connection, now, announced=True))
+            self.execute(self.session.peer_connected(peer, peer.connection, now, announced=True))
 
     async def _finish(self) -> None:
         """Everything verified: move the data to its final path and start seeding."""
@@ -495,9 +538,10 @@ class Torrent:
         self.peers.add(peer)
         connection = peer.connection
         if self.session is not None:
-            self._execute(self.session.peer_connected(peer, connection, trio.current_time()))
+            self.execute(self.session.peer_connected(peer, connection, trio.current_time()))
         elif connection.fast_enabled:
             peer.send(HaveNone())  # a magnet download has nothing yet
+        self.v2_hashes.request_more()
         if connection.extensions_enabled:
             size = len(self.metainfo.info_bytes) if self.metainfo is not None else None
             peer.send(
@@ -513,10 +557,11 @@ class Torrent:
 
     def peer_gone(self, peer: PeerSession) -> None:
         self.peers.discard(peer)
+        self.v2_hashes.peer_lost(peer)
         self._pex_senders.pop(peer, None)
         self._pex_receivers.pop(peer, None)
         if self.session is not None:
-            self._execute(self.session.peer_disconnected(peer, trio.current_time()))
+            self.execute(self.session.peer_disconnected(peer, trio.current_time()))
 
     def handle_events(self, peer: PeerSession, events: list[Event]) -> None:
         """Hand what a peer's connection decoded to the swarm logic, and act on its answer."""
@@ -528,50 +573,35 @@ class Torrent:
             elif isinstance(event, Extended):
                 self.extension_message(peer, event)
             elif isinstance(event, HashRequest):
-                peer.send(self._answer_hash_request(event))
+                self.v2_hashes.answer(peer, event)
+            elif isinstance(event, Hashes | HashReject):
+                self.v2_hashes.received(peer, event)
             elif session is not None:
                 data = event.data if isinstance(event, Piece) else None
-                self._execute(session.handle(peer, event, now), data)
+                self.execute(session.handle(peer, event, now), data)
         if session is not None:
-            self._execute(session.after_events(peer, now))
+            self.execute(session.after_events(peer, now))
 
-    def _answer_hash_request(self, request: HashRequest) -> Hashes | HashReject:
-        """BEP 52: a peer without our piece layers (a v2 magnet) asks for them."""
-        metainfo = self.metainfo
-        if metainfo is None or not metainfo.has_v2:
-            return HashReject(
-                request.pieces_root,
-                request.base_layer,
-                request.index,
-                request.length,
-                request.proof_layers,
-            )
-        server = self._hash_server
-        if server is None or server.metainfo is not metainfo:
-            server = self._hash_server = HashServer(metainfo)
-        answer = server.answer(request)
-        if isinstance(answer, Hashes):
-            self.hash_requests_answered += 1
-        return answer
-
-    def _execute(
-        self, actions: list[Action[PeerSession]], data: bytes | memoryview | None = None
+    def execute(
+        self, actions: list[Action[Source]], data: bytes | memoryview | None = None
     ) -> None:
         """Carry out what the session decided; ``data`` is the block a StoreBlock refers to."""
         for action in actions:
             if isinstance(action, SendMessage):
-                action.peer.send(action.message)
+                if isinstance(action.peer, PeerSession):
+                    action.peer.send(action.message)
             elif isinstance(action, StoreBlock):
                 assert data is not None
                 self._store_block(action, data)
             elif isinstance(action, VerifyPiece):
                 buffer = self._buffers.pop(action.index)
-                assert self._nursery is not None
-                self._nursery.start_soon(self._verify_piece, action.index, buffer)
+                assert self.nursery is not None
+                self.nursery.start_soon(self._verify_piece, action.index, buffer)
             elif isinstance(action, ServeBlock):
-                action.peer.queue_upload(action.index, action.begin, action.length)
+                if isinstance(action.peer, PeerSession):
+                    action.peer.queue_upload(action.index, action.begin, action.length)
             elif isinstance(action, DropPeer):
-                if action.ban:
+                if action.ban and isinstance(action.peer, PeerSession):
                     self.client.ban(action.peer, action.reason)
                 action.peer.close(action.reason)
             elif isinstance(action, PieceUnverifiable):
@@ -580,10 +610,10 @@ class Torrent:
                     "the torrent's hashes do not match what the swarm serves"
                 )
             elif isinstance(action, SwarmComplete):
-                assert self._nursery is not None
-                self._nursery.start_soon(self._finish)
+                assert self.nursery is not None
+                self.nursery.start_soon(self._finish)
 
-    def _store_block(self, action: StoreBlock[PeerSession], data: bytes | memoryview) -> None:
+    def _store_block(self, action: StoreBlock[Source], data: bytes | memoryview) -> None:
         assert self.session is not None
         index, begin, length = action.index, action.begin, action.length
         buffer = self._buffers.get(index)
@@ -591,6 +621,7 @@ class Torrent:
             buffer = self._buffers[index] = bytearray(self.session.piece_size(index))
         buffer[begin : begin + length] = data
         peer = action.peer
+        assert isinstance(peer, PeerSession)  # mirrors deliver whole pieces, not blocks
         self.bytes_from_peer[peer.label] += length
         self.bytes_by_peer_id[peer.connection.remote_peer_id or b""] += length
 
@@ -604,7 +635,8 @@ class Torrent:
         while True:
             await trio.sleep(TICK_INTERVAL)
             if self.session is not None:
-                self._execute(self.session.tick(trio.current_time()))
+                self.execute(self.session.tick(trio.current_time()))
+            self.v2_hashes.tick(trio.current_time())
             self._send_pex(trio.current_time())
             self.client.dial_more(self)
 
@@ -686,7 +718,9 @@ class Torrent:
             self._resume_dirty = True
         else:
             self.hash_failures += 1
-        self._execute(self.session.piece_checked(index, good, trio.current_time(), digests))
+        self.execute(self.session.piece_checked(index, good, trio.current_time(), digests))
+        if not good and self.session.needs_block_digests(index):
+            await self.v2_hashes.piece_failed(index, data)
 
     # -- BEP 9 metadata -----------------------------------------------------
 
@@ -743,8 +777,8 @@ class Torrent:
             if info_bytes is None:
                 self._request_metadata(peer)
             elif self.metainfo is None:
-                assert self._nursery is not None
-                self._nursery.start_soon(self._metadata_arrived, info_bytes)
+                assert self.nursery is not None
+                self.nursery.start_soon(self._metadata_arrived, info_bytes)
         elif isinstance(decoded, MetadataReject) and self._assembler is not None:
             self._assembler.rejected(decoded.piece)
 
@@ -760,8 +794,12 @@ class Torrent:
                 expected_v1=magnet.info_hash_v1 if magnet else None,
                 expected_v2=magnet.info_hash_v2 if magnet else None,
             )
+            if lacks_piece_layers(self.metainfo):
+                self.state = TorrentState.HASHES
+                self.metainfo = await self.v2_hashes.fetch_piece_layers(self.metainfo)
             self.state = TorrentState.CHECKING
             await self._prepare()
+            self._start_mirrors()
         except (MetainfoError, StorageError) as exc:
             self._fail(str(exc))
             return

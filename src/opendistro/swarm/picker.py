@@ -155,6 +155,8 @@ class PiecePicker(Generic[PeerKey]):
         self.random_first = random_first
         """Pick at random until this many pieces are had or in progress."""
         self._sequential_cursor = 0
+        self._single_source: dict[int, PeerKey | None] = {}
+        """Failed pieces to fetch again from one peer only, and that peer once chosen."""
 
     # -- what peers have -------------------------------------------------
 
@@ -250,7 +252,7 @@ class PiecePicker(Generic[PeerKey]):
         if count <= 0:
             return picked
         for index, progress in self._in_progress.items():
-            if progress.free and peer_has.has(index):
+            if progress.free and peer_has.has(index) and self._may_take(key, index):
                 self._take_free(key, index, progress, count, picked)
                 if len(picked) >= count:
                     return picked
@@ -258,10 +260,73 @@ class PiecePicker(Generic[PeerKey]):
             new_index = self._rarest_new_piece(peer_has)
             if new_index is None:
                 break
-            self._take_free(key, new_index, self._start_piece(new_index), count, picked)
+            progress = self._start_piece(new_index)
+            self._may_take(key, new_index)  # claims a failed piece for this peer
+            self._take_free(key, new_index, progress, count, picked)
         if len(picked) < count and self.in_endgame:
             self._pick_endgame(key, peer_has, count, picked)
         return picked
+
+    def pick_run(self, key: PeerKey, max_pieces: int) -> list[int]:
+        """Consecutive whole pieces for a source that has everything (an HTTP mirror).
+
+        The run starts at the highest-priority, rarest piece nobody has started
+        (pieces no peer has come first: only a mirror can deliver them) and
+        extends over the following pieces while they are free too, so that one
+        range request fetches it. Every block of the run is marked as asked of
+        ``key``.
+        """
+        start = self._rarest_for_mirror()
+        if start is None or max_pieces < 1:
+            return []
+        run: list[int] = []
+        index = start
+        while index < self.num_pieces and len(run) < max_pieces and self._is_pickable(index):
+            progress = self._start_piece(index)
+            picked: list[Block] = []
+            self._take_free(key, index, progress, progress.num_blocks, picked)
+            run.append(index)
+            index += 1
+        return run
+
+    def _rarest_for_mirror(self) -> int | None:
+        if self.sequential:
+            return next(
+                (i for i in range(self._sequential_cursor, self.num_pieces)
+                 if self._is_pickable(i)),
+                None,
+            )
+        for key in sorted(self._buckets):
+            bucket = self._buckets[key]
+            return next(bucket.rotated(self._rng.randrange(len(bucket))))
+        return None
+
+    def release_run(self, key: PeerKey) -> None:
+        """A mirror failed: its untouched pieces become new again, so any source may start them."""
+        for index, progress in list(self._in_progress.items()):
+            askers = progress.requested.values()
+            if progress.received or any(asked - {key} for asked in askers):
+                continue
+            if any(key in asked for asked in askers):
+                del self._in_progress[index]
+                if self._is_pickable(index):
+                    self._bucket(index).add(index)
+        self.release_peer_requests(key)
+        self._releases += 1
+
+    def run_received(self, key: PeerKey, index: int) -> set[PeerKey]:
+        """A mirror delivered all of piece ``index``; returns peers asked for any of its blocks."""
+        progress = self._in_progress.get(index)
+        if progress is None:
+            return set()
+        others: set[PeerKey] = set()
+        for number in range(progress.num_blocks):
+            askers = progress.requested.pop(number, set())
+            askers.discard(key)
+            others |= askers
+            progress.received.add(number)
+        progress.free = []
+        return others
 
     def steal(self, key: PeerKey, peer_has: Bitfield) -> tuple[Block, PeerKey] | None:
         """Move one queued request from a busier peer to idle peer ``key``.
@@ -288,6 +353,23 @@ class PiecePicker(Generic[PeerKey]):
                     progress.requested[number] = {key}
                     return progress.block(number, index), holder
         return None
+
+    def _may_take(self, key: PeerKey, index: int) -> bool:
+        """A piece that failed with several senders goes whole to the first peer that asks."""
+        if index not in self._single_source:
+            return True
+        owner = self._single_source[index]
+        if owner is None:
+            self._single_source[index] = key
+            return True
+        return owner == key
+
+    def _restart_single_source(self, index: int) -> None:
+        """The one peer chosen for a failed piece gave up: what it sent is dropped too."""
+        self._single_source[index] = None
+        if self._in_progress.pop(index, None) is not None:
+            self._bucket(index).add(index)
+            self._releases += 1
 
     def _take_free(
         self,
@@ -373,7 +455,7 @@ class PiecePicker(Generic[PeerKey]):
             return  # nothing was released since this peer last found nothing
         before = len(picked)
         for index, progress in self._in_progress.items():
-            if not peer_has.has(index):
+            if not peer_has.has(index) or self._single_source.get(index, key) != key:
                 continue
             for number, askers in progress.requested.items():
                 if key in askers or len(askers) >= self._endgame_duplicates:
@@ -413,6 +495,7 @@ class PiecePicker(Generic[PeerKey]):
         """The piece passed its hash check: we have it now."""
         if self.have.has(index):
             return
+        self._single_source.pop(index, None)
         if index in self._in_progress:
             del self._in_progress[index]
         elif self._is_pickable(index):
@@ -421,8 +504,18 @@ class PiecePicker(Generic[PeerKey]):
             self._missing -= 1
         self.have.set(index)
 
-    def piece_failed(self, index: int) -> None:
-        """The piece failed its hash check: every block must be fetched again."""
+    def piece_failed(self, index: int, *, single_source: bool = False) -> None:
+        """The piece failed its hash check: every block must be fetched again.
+
+        With ``single_source`` (it came from several peers) the next copy comes
+        whole from one peer, so it either passes, and smart ban can compare, or
+        fails with a sole sender to blame. Otherwise a liar that poisons one
+        block and refuses the others could make every copy fail.
+        """
+        if single_source:
+            self._single_source[index] = None
+        else:
+            self._single_source.pop(index, None)
         if self._in_progress.pop(index, None) is not None:
             self._bucket(index).add(index)
             self._releases += 1
@@ -440,10 +533,15 @@ class PiecePicker(Generic[PeerKey]):
             askers.discard(key)
         progress.release(number)
         self._releases += 1
+        if self._single_source.get(index) == key:
+            self._restart_single_source(index)  # it refused: start over with another peer
 
     def release_peer_requests(self, key: PeerKey) -> list[Block]:
         """Free every block requested from ``key``; return them."""
         released: list[Block] = []
+        for index, owner in list(self._single_source.items()):
+            if owner == key:
+                self._restart_single_source(index)
         for index, progress in self._in_progress.items():
             for number, askers in list(progress.requested.items()):
                 if key in askers:

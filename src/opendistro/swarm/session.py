@@ -455,6 +455,47 @@ class SwarmSession(Generic[PeerKey]):
             actions.append(VerifyPiece(piece.index))
         return actions
 
+    # -- mirrors (HTTP sources that have everything) ----------------------------
+
+    def mirror_pick(self, key: PeerKey, max_pieces: int) -> list[int]:
+        """Consecutive whole pieces for mirror ``key`` to fetch (see :meth:`PiecePicker.pick_run`).
+
+        Nothing while hashing is behind, as for peers.
+        """
+        if self.seeding:
+            return []
+        if len(self._verifying) * self.piece_length > self.config.max_unverified_bytes:
+            return []
+        return self.picker.pick_run(key, max_pieces)
+
+    def mirror_piece_arrived(self, key: PeerKey, index: int) -> list[Action[PeerKey]]:
+        """Mirror ``key`` delivered all of piece ``index`` (the driver holds the bytes)."""
+        if self.have.has(index) or index in self._verifying:
+            return []
+        others = self.picker.run_received(key, index)
+        size = self.piece_size(index)
+        block_size = self.config.block_size
+        self._senders[index] = {begin: key for begin in range(0, size, block_size)}
+        actions: list[Action[PeerKey]] = []
+        for other in others:
+            peer = self._peers.get(other)
+            if peer is None:
+                continue
+            for block in list(peer.connection.requests_to_peer):
+                if block[0] == index:
+                    actions.append(SendMessage(other, Cancel(*block)))
+        self._verifying.add(index)
+        actions.append(VerifyPiece(index))
+        return actions
+
+    def mirror_failed(self, key: PeerKey, now: float) -> list[Action[PeerKey]]:
+        """Mirror ``key`` could not deliver: its pieces go back to everyone."""
+        self.picker.release_run(key)
+        actions: list[Action[PeerKey]] = []
+        for other in self._peers:
+            actions.extend(self._fill_requests(other, now))
+        return actions
+
     def piece_checked(
         self,
         index: int,
@@ -486,7 +527,7 @@ class SwarmSession(Generic[PeerKey]):
                 actions.append(SwarmComplete())
                 return actions
         else:
-            self.picker.piece_failed(index)
+            self.picker.piece_failed(index, single_source=len(set(senders.values())) > 1)
             self.hash_failures += 1
             liars = self.smart_ban.piece_failed(index, senders, block_digests or {})
             actions.extend(self._ban(liars, f"sent piece {index}, which failed its hash check"))
@@ -496,6 +537,12 @@ class SwarmSession(Generic[PeerKey]):
             if key not in liars:
                 actions.extend(self._fill_requests(key, now))
         return actions
+
+    def blame_blocks(self, index: int, bad_offsets: Iterable[int]) -> list[Action[PeerKey]]:
+        """The driver learnt which blocks of a failed piece were wrong: ban their senders."""
+        return self._ban(
+            self.smart_ban.blame(index, bad_offsets), f"sent bad data for piece {index}"
+        )
 
     def needs_block_digests(self, index: int) -> bool:
         """Whether :meth:`piece_checked` wants block digests for this piece even if it passes."""

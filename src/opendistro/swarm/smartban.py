@@ -10,7 +10,10 @@ joining their pieces). Instead, as libtorrent does:
 * otherwise a digest of each block and its sender is remembered, and the
   piece is fetched again; once a copy passes, each remembered block is
   compared with the good one, and exactly the peers whose blocks differ are
-  banned. Peers whose blocks were right are never punished.
+  banned. Peers whose blocks were right are never punished. In a v2
+  torrent the wait can be skipped: the true hashes of the piece's 16 KiB
+  leaves (from a peer, proved against the piece hash) name the bad blocks,
+  and :meth:`SmartBan.blame` names their senders.
 
 The same piece failing with a *different* sole sender each time, or failing
 again and again whoever sent it, means the torrent's own hash is wrong (or
@@ -27,7 +30,7 @@ failed pieces, the oldest forgotten first.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Generic, TypeVar
 
 __all__ = ["SmartBan"]
@@ -90,6 +93,16 @@ class SmartBan(Generic[PeerKey]):
         while len(self._records) > self.max_records:
             self._records.popitem(last=False)
         return set()
+
+    def blame(self, index: int, bad_offsets: Iterable[int]) -> set[PeerKey]:
+        """The blocks at ``bad_offsets`` are known to be wrong (v2 leaf hashes said so).
+
+        Returns their senders, and forgets the piece: nobody else is to blame.
+        """
+        record = self._records.pop(index, None)
+        if record is None:
+            return set()
+        return {record[begin][0] for begin in bad_offsets if begin in record}
 
     def piece_passed(self, index: int, digests: Mapping[int, bytes]) -> set[PeerKey]:
         """A piece passed; return the peers whose earlier blocks of it were wrong."""

@@ -1,0 +1,1 @@
+"""Fetching release data from HTTP mirrors and BEP 19 web seeds."""
