@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -160,3 +162,55 @@ async def test_with_every_source_down_the_error_names_each_one_and_verified_data
     assert missing.url in torrent.error and "404" in torrent.error
     assert broken.url in torrent.error and "503" in torrent.error
     assert not (tmp_path / "dl" / release.name).exists()
+
+
+async def test_a_slow_mirror_loses_the_rest_of_its_run_to_a_faster_one(
+    make_release: Callable[..., Path], tmp_path: Path
+) -> None:
+    release = make_release(sizes=(4_000_000,))
+    async with trio.open_nursery() as nursery:
+        slow, fast = MirrorServer(release.parent), MirrorServer(release.parent)
+        slow.faults.rate = 64 * 1024  # a first run (1 MiB) would take it 16 s
+        await nursery.start(slow.serve)
+        await nursery.start(fast.serve)
+        metainfo = with_webseeds(release, slow.url, fast.url)
+        async with Client(host=LOOPBACK) as client:
+            torrent = await client.add_torrent(
+                metainfo, tmp_path / "dl", sources=SourcePolicy.MIRRORS_ONLY
+            )
+            with trio.fail_after(60):
+                await torrent.complete.wait()
+        nursery.cancel_scope.cancel()
+    assert torrent.error is None
+    assert (tmp_path / "dl" / release.name).read_bytes() == release.read_bytes()
+    assert torrent.mirrors is not None
+    received = {source.url: source.bytes_received for source in torrent.mirrors.sources}
+    assert slow.requests, "both mirrors were asked for work"
+    assert received[slow.url] < 1 << 19  # it kept less than half of its first run
+    assert received[slow.url] + received[fast.url] >= 4_000_000
+
+
+async def test_get_on_the_command_line_takes_extra_mirrors_and_a_source_policy(
+    make_release: Callable[..., Path], tmp_path: Path
+) -> None:
+    release = make_release(sizes=(1_200_000,))
+    metainfo = with_webseeds(release)  # no url-list: the mirror comes from --mirror
+    torrent_file = tmp_path / "release.torrent"
+    torrent_file.write_bytes(metainfo.to_bytes())
+    async with trio.open_nursery() as nursery:
+        mirror = MirrorServer(release.parent)
+        await nursery.start(mirror.serve)
+        command = [
+            sys.executable, "-m", "opendistro.cli", "get", str(torrent_file),
+            "-o", str(tmp_path / "dl"), "--host", LOOPBACK, "--json",
+            "--mirror", mirror.url, "--sources", "mirrors-only",
+        ]
+        with trio.fail_after(120):
+            done = await trio.run_process(
+                command, capture_stdout=True, capture_stderr=True, check=False
+            )
+        nursery.cancel_scope.cancel()
+    assert done.returncode == 0, done.stderr.decode()
+    result = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert result["bytes_from_mirrors"] >= 1_200_000 and result["bytes_from_peers"] == 0
+    assert (tmp_path / "dl" / release.name).read_bytes() == release.read_bytes()

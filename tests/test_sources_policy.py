@@ -25,6 +25,15 @@ def test_prefer_p2p_opens_mirrors_after_a_second_of_a_stalled_swarm() -> None:
     assert gate.mirrors_wanted() and gate.opened_at == 11.0
 
 
+def test_when_the_last_peer_leaves_mirrors_open_at_once() -> None:
+    gate = MirrorGate()
+    gate.update(0.0, 0.0, peers_connected=False)
+    assert not gate.mirrors_wanted()  # at the start the swarm gets its second to show up
+    gate.update(0.5, FAST, peers_connected=True)
+    gate.update(3.0, 0.0, peers_connected=False)
+    assert gate.mirrors_wanted() and gate.opened_at == 3.0
+
+
 def test_prefer_p2p_closes_mirrors_only_after_the_swarm_recovered_for_a_while() -> None:
     gate = MirrorGate(recover_after=5.0)
     gate.update(0.0, 0.0)
@@ -108,3 +117,29 @@ def test_a_mirror_piece_cancels_peers_asked_for_its_blocks() -> None:
     assert asked and subject.pick_run("mirror", 1) == []  # started by a peer: not a mirror's
     assert subject.run_received("mirror", 0) == {"peer"}
     assert subject.piece_complete(0)
+
+
+def test_a_mirror_stopping_early_gives_back_only_the_pieces_it_names() -> None:
+    subject = picker(4)
+    subject.peer_has_bitfield(Bitfield.full(4))
+    for index in (1, 2, 3):
+        subject.peer_has(index)  # piece 0 is the rarest: the run starts there
+    assert subject.pick_run("mirror", 4) == [0, 1, 2, 3]
+    subject.release_run("mirror", [2, 3])
+    assert subject.pick_run("other mirror", 4) == [2, 3]
+    assert subject.run_received("mirror", 0) == set()  # the head is still the mirror's
+    assert subject.piece_complete(0)
+
+
+def test_a_faster_mirror_takes_over_the_untouched_tail_of_a_run() -> None:
+    subject = picker(6)
+    subject.peer_has_bitfield(Bitfield.full(6))
+    for index in range(1, 6):
+        subject.peer_has(index)
+    assert subject.pick_run("slow", 6) == [0, 1, 2, 3, 4, 5]
+    subject.block_received("slow", (3, 0, BLOCK_SIZE))  # piece 3 has begun arriving
+    assert subject.hand_over("slow", "fast", [3, 4, 5]) == [4, 5]
+    assert subject.run_received("fast", 5) == set()  # no one else was asked for it
+    subject.release_run("slow")
+    # What the slow mirror gave up is free again; the fast one keeps piece 4.
+    assert subject.pick_run("third", 6) == [0, 1, 2]

@@ -28,6 +28,8 @@ from .errors import (
     IntegrityError,
     MagnetError,
     MetainfoError,
+    MetalinkError,
+    MirrorError,
     OpenDistroError,
     SignatureError,
     StorageError,
@@ -56,6 +58,7 @@ from .signing import (
     verify_release,
     write_detached,
 )
+from .swarm.sources import SourcePolicy
 from .tracker.server import TrackerServer
 from .wire.mse import EncryptionPolicy
 
@@ -154,8 +157,28 @@ def _parser() -> argparse.ArgumentParser:
     seed.add_argument("--data", type=Path, required=True)
     _add_peer_options(seed)
 
-    get = commands.add_parser("get", help="download a torrent or magnet link")
-    get.add_argument("source", help="a .torrent file or a magnet: URI")
+    get = commands.add_parser("get", help="download a torrent, magnet link or Metalink")
+    get.add_argument("source", help="a .torrent file, a magnet: URI or a .meta4 Metalink file")
+    get.add_argument(
+        "--sources",
+        choices=[policy.value for policy in SourcePolicy],
+        default=SourcePolicy.PREFER_P2P.value,
+        help="peers and mirrors: mirrors fill in for the swarm (prefer-p2p, the default), "
+        "all at once (fastest), or one kind only",
+    )
+    get.add_argument(
+        "--mirror",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="an HTTP mirror (web seed base URL), besides the torrent's own; repeatable",
+    )
+    get.add_argument(
+        "--keyring",
+        type=Path,
+        metavar="FILE",
+        help="OpenPGP keys; a Metalink's files must carry a signature by one of them",
+    )
     get.add_argument("-o", "--output", type=Path, default=Path("."))
     get.add_argument("--seed-ratio", type=float)
     get.add_argument("--seed-time", type=float)
@@ -639,30 +662,50 @@ def _check_signature(args: argparse.Namespace, source: MagnetLink | Metainfo) ->
         )
 
 
-async def _get(args: argparse.Namespace) -> int:
-    started = time.monotonic()
-    source: MagnetLink | Metainfo
-    if args.source.startswith("magnet:"):
-        source = MagnetLink.parse(args.source)
-    else:
-        source = Metainfo.from_file(args.source)
-    if args.signature is not None and args.trust is None:
-        raise ConfigError("--signature needs --trust to say whose signatures count")
-    signed = _check_signature(args, source) if args.trust is not None else None
-    args.output.mkdir(parents=True, exist_ok=True)
-    async with Client(
+def _client(args: argparse.Namespace) -> Client:
+    return Client(
         host=args.host,
         port=args.port,
         encryption=EncryptionPolicy(args.encryption),
         upload_limit=args.upload_limit,
         download_limit=args.download_limit,
         log=_log_to_stderr(args.verbose),
-    ) as client:
+    )
+
+
+def _is_metalink(source: str) -> bool:
+    return source.lower().endswith((".meta4", ".metalink"))
+
+
+async def _get(args: argparse.Namespace) -> int:
+    if args.signature is not None and args.trust is None:
+        raise ConfigError("--signature needs --trust to say whose signatures count")
+    if _is_metalink(args.source):
+        return await _get_metalink(args)
+    if args.keyring is not None:
+        raise ConfigError("--keyring checks a Metalink's signatures; the source is no Metalink")
+    started = time.monotonic()
+    source: MagnetLink | Metainfo
+    if args.source.startswith("magnet:"):
+        source = MagnetLink.parse(args.source)
+    else:
+        source = Metainfo.from_file(args.source)
+    signed = _check_signature(args, source) if args.trust is not None else None
+    args.output.mkdir(parents=True, exist_ok=True)
+    policy = SourcePolicy(args.sources)
+    async with _client(args) as client:
         if isinstance(source, MagnetLink):
-            torrent = await client.add_magnet(source, args.output, peers=args.peer)
+            torrent = await client.add_magnet(
+                source, args.output, peers=args.peer, sources=policy, mirrors=args.mirror
+            )
         else:
             torrent = await client.add_torrent(
-                source, args.output, peers=args.peer, sequential=args.sequential
+                source,
+                args.output,
+                peers=args.peer,
+                sequential=args.sequential,
+                sources=policy,
+                mirrors=args.mirror,
             )
         printer = None if args.json else ProgressPrinter(sys.stderr)
         await _wait_with_progress(torrent, printer)
@@ -674,7 +717,7 @@ async def _get(args: argparse.Namespace) -> int:
         "ok": True,
         "seconds": round(time.monotonic() - started, 3),
         "bytes_from_peers": status.bytes_from_peers,
-        "bytes_from_mirrors": 0,
+        "bytes_from_mirrors": status.bytes_from_mirrors,
         "bytes_reused": 0,
         "bytes_uploaded": status.bytes_uploaded,
         "verified": status.state is TorrentState.SEEDING,
@@ -687,7 +730,60 @@ async def _get(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         print(f"done: {result['path']} ({status.bytes_from_peers} bytes from peers, "
-              f"{result['seconds']} s, verified)")
+              f"{status.bytes_from_mirrors} from mirrors, {result['seconds']} s, verified)")
+    return 0
+
+
+async def _get_metalink(args: argparse.Namespace) -> int:
+    """``get FILE.meta4``: its torrent (metaurl) and mirrors, or its piece hashes and mirrors."""
+    from .checksums.openpgp import Keyring
+    from .checksums.sums import read_bounded
+    from .io.metalink_download import download_metalink, fetch_metaurl_torrent
+    from .mirrors.metalink import MAX_METALINK_SIZE, parse_metalink
+
+    started = time.monotonic()
+    if args.sequential:
+        raise ConfigError("--sequential is for torrents; a Metalink's files come whole")
+    metalink = parse_metalink(read_bounded(args.source, MAX_METALINK_SIZE, "Metalink"))
+    keyring = Keyring.load(args.keyring) if args.keyring is not None else None
+    torrent = await fetch_metaurl_torrent(metalink)
+    if args.trust is not None:
+        if torrent is None:
+            raise SignatureError("missing: this Metalink names no torrent to carry a signature")
+        signed: VerifiedRelease | None = _check_signature(args, torrent)
+    else:
+        signed = None
+    args.output.mkdir(parents=True, exist_ok=True)
+    printer = None if args.json else ProgressPrinter(sys.stderr)
+    outcome = await download_metalink(
+        lambda: _client(args),
+        metalink,
+        args.output,
+        torrent=torrent,
+        sources=SourcePolicy(args.sources),
+        peers=args.peer,
+        keyring=keyring,
+        watch=lambda torrent: _wait_with_progress(torrent, printer),
+    )
+    result = {
+        "ok": True,
+        "seconds": round(time.monotonic() - started, 3),
+        "bytes_from_peers": outcome.bytes_from_peers,
+        "bytes_from_mirrors": outcome.bytes_from_mirrors,
+        "bytes_reused": 0,
+        "verified": True,
+        "paths": [str(path) for path in outcome.paths],
+        "whole_file_hashes": outcome.whole_file_hashes,
+        "signers": outcome.signers,
+        "torrent": torrent is not None,
+        "signed": signed.to_json() if signed is not None else None,
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        names = ", ".join(str(path) for path in outcome.paths)
+        print(f"done: {names} ({outcome.bytes_from_peers} bytes from peers, "
+              f"{outcome.bytes_from_mirrors} from mirrors, {result['seconds']} s, verified)")
     return 0
 
 
@@ -715,6 +811,8 @@ async def _keep_seeding(torrent: Torrent, ratio: float | None, seconds: float | 
 
 _ERROR_LABELS: tuple[tuple[type[BaseException], str], ...] = (
     (MagnetError, "invalid magnet link"),
+    (MetalinkError, "invalid Metalink"),
+    (MirrorError, "mirror failed"),
     (UnsafePathError, "unsafe path"),
     (MetainfoError, "invalid torrent"),
     (TrackerError, "tracker failed"),

@@ -189,12 +189,14 @@ class Client:
         download_limit: float | None = None,
         sequential: bool = False,
         sources: SourcePolicy = SourcePolicy.PREFER_P2P,
+        mirrors: Sequence[str] = (),
     ) -> Torrent:
         """Download (or, with ``seed_only``, seed from) ``download_dir``; returns at once.
 
         ``sequential`` fetches pieces in order (for streaming) instead of rarest first.
-        ``sources`` says when the torrent's web seeds (``url-list``) are used
-        beside its peers (see :class:`~opendistro.swarm.sources.SourcePolicy`).
+        ``mirrors`` are base URLs of HTTP mirrors (BEP 19 layout) used beside
+        the torrent's own web seeds (``url-list``); ``sources`` says when they
+        are used beside its peers (see :class:`~opendistro.swarm.sources.SourcePolicy`).
 
         ``upload_limit`` and ``download_limit`` (bytes per second) cap this
         torrent; the client's own limits apply on top.
@@ -207,6 +209,7 @@ class Client:
             seed_only=seed_only,
             sequential=sequential,
             sources=sources,
+            mirrors=mirrors,
         )
         torrent.upload_throttle.set_rate(upload_limit)
         torrent.download_throttle.set_rate(download_limit)
@@ -240,8 +243,13 @@ class Client:
         *,
         peers: Sequence[tuple[str, int]] = (),
         sources: SourcePolicy = SourcePolicy.PREFER_P2P,
+        mirrors: Sequence[str] = (),
     ) -> Torrent:
-        """Start from a magnet link: fetch the info dictionary from peers, then download."""
+        """Start from a magnet link: fetch the info dictionary from peers, then download.
+
+        Mirrors (``mirrors`` and the link's ``ws`` web seeds) join once the
+        info dictionary is known: they serve file bytes, not metadata.
+        """
         link = MagnetLink.parse(magnet) if isinstance(magnet, str) else magnet
         torrent = Torrent(
             self,
@@ -249,6 +257,7 @@ class Client:
             download_dir=Path(download_dir),
             magnet=link,
             sources=sources,
+            mirrors=mirrors,
         )
         return await self._start(torrent, peers)
 

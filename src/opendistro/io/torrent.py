@@ -15,7 +15,7 @@ import enum
 import hashlib
 import ipaddress
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
@@ -140,6 +140,7 @@ class Torrent:
         seed_only: bool = False,
         sequential: bool = False,
         sources: SourcePolicy = SourcePolicy.PREFER_P2P,
+        mirrors: Sequence[str] = (),
     ) -> None:
         self.client = client
         self.info_hash = info_hash
@@ -149,6 +150,8 @@ class Torrent:
         self.seed_only = seed_only
         self.sequential = sequential
         self.sources = sources
+        self.extra_mirrors = tuple(mirrors)
+        """Mirror base URLs given besides the torrent's ``url-list`` (a mirror list, Metalink)."""
         self.mirrors: MirrorSources | None = None
         self._file_priorities: dict[int, int] = {}
         self.state = TorrentState.METADATA if metainfo is None else TorrentState.CHECKING
@@ -276,15 +279,25 @@ class Torrent:
         except OpenDistroError as exc:
             self._fail(str(exc))
 
+    def mirror_urls(self) -> list[str]:
+        """Every mirror base URL of this download, without repeats, in the order given."""
+        urls = list(self.extra_mirrors)
+        if self.magnet is not None:
+            urls.extend(self.magnet.webseeds)
+        if self.metainfo is not None:
+            urls.extend(self.metainfo.url_list)
+        return list(dict.fromkeys(urls))
+
     def _start_mirrors(self) -> None:
         """Web seeds (BEP 19 ``url-list``, a magnet's ``ws``) join as sources once data is ready."""
         metainfo = self.metainfo
         if metainfo is None or self.mirrors is not None or self.seed_only or self.is_seeding:
             return
-        if not metainfo.url_list or not self.sources.uses_mirrors:
+        urls = self.mirror_urls()
+        if not urls or not self.sources.uses_mirrors:
             return
         self.mirrors = MirrorSources(
-            self, list(metainfo.url_list), self.sources, give_up_after=self.client.mirror_retries
+            self, urls, self.sources, give_up_after=self.client.mirror_retries
         )
         assert self.nursery is not None
         self.nursery.start_soon(self.mirrors.run)

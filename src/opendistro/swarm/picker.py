@@ -301,9 +301,16 @@ class PiecePicker(Generic[PeerKey]):
             return next(bucket.rotated(self._rng.randrange(len(bucket))))
         return None
 
-    def release_run(self, key: PeerKey) -> None:
-        """A mirror failed: its untouched pieces become new again, so any source may start them."""
+    def release_run(self, key: PeerKey, indices: Iterable[int] | None = None) -> None:
+        """A mirror failed or stopped early: its untouched pieces become new again.
+
+        With ``indices``, only those pieces of its run are given up (the mirror
+        keeps the rest); otherwise every piece and block asked of ``key`` is.
+        """
+        wanted = None if indices is None else set(indices)
         for index, progress in list(self._in_progress.items()):
+            if wanted is not None and index not in wanted:
+                continue
             askers = progress.requested.values()
             if progress.received or any(asked - {key} for asked in askers):
                 continue
@@ -311,8 +318,29 @@ class PiecePicker(Generic[PeerKey]):
                 del self._in_progress[index]
                 if self._is_pickable(index):
                     self._bucket(index).add(index)
-        self.release_peer_requests(key)
+        if wanted is None:
+            self.release_peer_requests(key)
         self._releases += 1
+
+    def hand_over(self, old: PeerKey, new: PeerKey, indices: Iterable[int]) -> list[int]:
+        """Move whole pieces asked only of source ``old`` to source ``new``; returns those moved.
+
+        A faster mirror takes the tail of a slower one's run this way: the
+        pieces stay in progress (no other source starts them meanwhile) and
+        only their owner changes. Pieces with any block received, or asked of
+        a third source too, stay where they are.
+        """
+        moved: list[int] = []
+        for index in indices:
+            progress = self._in_progress.get(index)
+            if progress is None or progress.received or progress.free:
+                continue
+            if any(asked != {old} for asked in progress.requested.values()):
+                continue
+            for number in progress.requested:
+                progress.requested[number] = {new}
+            moved.append(index)
+        return moved
 
     def run_received(self, key: PeerKey, index: int) -> set[PeerKey]:
         """A mirror delivered all of piece ``index``; returns peers asked for any of its blocks."""

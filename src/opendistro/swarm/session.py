@@ -488,9 +488,16 @@ class SwarmSession(Generic[PeerKey]):
         actions.append(VerifyPiece(index))
         return actions
 
-    def mirror_failed(self, key: PeerKey, now: float) -> list[Action[PeerKey]]:
-        """Mirror ``key`` could not deliver: its pieces go back to everyone."""
-        self.picker.release_run(key)
+    def mirror_hand_over(self, old: PeerKey, new: PeerKey, indices: Iterable[int]) -> list[int]:
+        """Give pieces of slow mirror ``old``'s run to mirror ``new``; returns those moved."""
+        return self.picker.hand_over(old, new, indices)
+
+    def mirror_stopped(
+        self, key: PeerKey, now: float, indices: Iterable[int] | None = None
+    ) -> list[Action[PeerKey]]:
+        """Mirror ``key`` failed, or stopped its run early: its untouched pieces go back to
+        everyone (only ``indices`` of them, if given), and idle peers may take them."""
+        self.picker.release_run(key, indices)
         actions: list[Action[PeerKey]] = []
         for other in self._peers:
             actions.extend(self._fill_requests(other, now))

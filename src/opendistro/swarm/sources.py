@@ -3,8 +3,9 @@
 Mirror bandwidth costs the publisher money, and a swarm that carries the load
 is free, so by default (``prefer-p2p``) mirrors only fill in: they take work
 while the swarm delivers less than ``min_swarm_rate``, or nothing at all,
-for ``stall_after`` seconds, and stop taking new work once the swarm has
-delivered well again for ``recover_after`` seconds. The other policies are
+for ``stall_after`` seconds (at once when the last peer left), and stop
+taking new work once the swarm has delivered well again for
+``recover_after`` seconds. The other policies are
 plain: ``fastest`` uses every source at once, ``mirrors-only`` and
 ``p2p-only`` just one kind.
 
@@ -56,13 +57,23 @@ class MirrorGate:
         self.stall_after = stall_after
         self.recover_after = recover_after
         self._short_since: float | None = None
+        self._had_peers = False
         self._good_since: float | None = None
         self._open = False
         self.opened_at: float | None = None
         """When mirrors were last opened because the swarm fell short (for reports)."""
 
-    def update(self, now: float, swarm_rate: float) -> None:
-        """The swarm delivered ``swarm_rate`` bytes/s lately (0 with no peers at all)."""
+    def update(self, now: float, swarm_rate: float, *, peers_connected: bool = True) -> None:
+        """The swarm delivered ``swarm_rate`` bytes/s lately.
+
+        When the last peer has gone there is nothing to wait for: mirrors open
+        at once rather than after ``stall_after``. (Before any peer connected,
+        the swarm gets ``stall_after`` to show up.)
+        """
+        self._had_peers |= peers_connected
+        if self._had_peers and not peers_connected and not self._open:
+            self._open = True
+            self.opened_at = now
         if swarm_rate < self.min_swarm_rate:
             self._good_since = None
             if self._short_since is None:

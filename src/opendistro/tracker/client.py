@@ -19,11 +19,11 @@ import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
-import h11
 import trio
 
+from .. import http_get
 from ..errors import TrackerError
 from . import udp as udp_protocol
 from .protocol import (
@@ -37,10 +37,8 @@ from .protocol import (
 
 __all__ = ["ScrapeStats", "announce", "scrape"]
 
-_USER_AGENT = "opendistro/0.1"
 _MAX_BODY = 4 * 1024 * 1024
 _MAX_REDIRECTS = 3
-_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _CONNECTION_ID_LIFETIME = 60.0  # BEP 15: usable for one minute by the client
 _FIRST_RETRANSMIT = 1.0
 _MAX_RETRANSMIT = 8.0
@@ -50,7 +48,6 @@ _TRANSPORT_ERRORS = (
     OSError,  # includes ssl.SSLError, socket.gaierror, ConnectionRefusedError
     trio.BrokenResourceError,
     trio.ClosedResourceError,
-    h11.ProtocolError,
 )
 
 #: (host, port) -> (connection id, time.monotonic() when obtained)
@@ -69,17 +66,7 @@ async def _guarded(url: str, timeout: float, operation: Callable[[], Awaitable[_
 
 
 def _host_and_port(url: str, default_port: int | None) -> tuple[str, int]:
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise TrackerError(f"malformed tracker URL {url!r}") from exc
-    if not parts.hostname:
-        raise TrackerError(f"tracker URL {url!r} names no host")
-    port = port if port is not None else default_port
-    if port is None:
-        raise TrackerError(f"tracker URL {url!r} names no port")
-    return parts.hostname, port
+    return http_get.host_and_port(url, default_port, error=TrackerError, what="tracker")
 
 
 def _scheme(url: str) -> str:
@@ -100,7 +87,7 @@ async def announce(
     scheme = _scheme(url)
     if scheme in ("http", "https"):
         query = request.to_query()
-        body = await _guarded(url, timeout, lambda: _http_get(url, query, ssl_context))
+        body = await _http_get(url, query, ssl_context, timeout)
         return AnnounceResponse.decode(body)
     if scheme == "udp":
         return await _guarded(url, timeout, lambda: _udp_announce(url, request))
@@ -119,7 +106,7 @@ async def scrape(
     if scheme in ("http", "https"):
         target = scrape_url_for(url)
         query = scrape_query(info_hashes)
-        body = await _guarded(url, timeout, lambda: _http_get(target, query, ssl_context))
+        body = await _http_get(target, query, ssl_context, timeout)
         return decode_scrape_response(body)
     if scheme == "udp":
         return await _guarded(url, timeout, lambda: _udp_scrape(url, info_hashes))
@@ -129,92 +116,37 @@ async def scrape(
 # ---------------------------------------------------------------- HTTP
 
 
-async def _open_stream(url: str, ssl_context: ssl.SSLContext | None) -> trio.abc.Stream:
-    https = _scheme(url) == "https"
-    host, port = _host_and_port(url, 443 if https else 80)
-    if https:
-        context = ssl_context or ssl.create_default_context()
-        return await trio.open_ssl_over_tcp_stream(host, port, ssl_context=context)
-    return await trio.open_tcp_stream(host, port)
-
-
 def _with_query(url: str, query: str) -> str:
     parts = urlsplit(url)
     joined = f"{parts.query}&{query}" if parts.query else query
     return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", joined, ""))
 
 
-async def _http_get(url: str, query: str, ssl_context: ssl.SSLContext | None) -> bytes:
+async def _http_get(
+    url: str, query: str, ssl_context: ssl.SSLContext | None, timeout: float
+) -> bytes:
     """GET ``url`` with ``query`` appended, following a few redirects; return a 200 body.
 
     Trackers do move (to https, to a new host); following ``Location`` for at
     most ``_MAX_REDIRECTS`` hops, and only to http(s), keeps that working
     without letting a tracker bounce us around forever.
     """
-    current = _with_query(url, query)
-    for _ in range(_MAX_REDIRECTS + 1):
-        status, location, body = await _http_exchange(current, ssl_context)
-        if status in _REDIRECT_STATUSES and location:
-            current = urljoin(current, location)
-            if _scheme(current) not in ("http", "https"):
-                raise TrackerError(f"tracker {url} redirected to {current!r}")
-            continue
-        if status != 200:
-            try:
-                AnnounceResponse.decode(body)
-            except TrackerError as exc:
-                raise TrackerError(f"tracker {url} answered HTTP {status}: {exc}") from None
-            raise TrackerError(f"tracker {url} answered HTTP {status}")
-        return body
-    raise TrackerError(f"tracker {url} redirected more than {_MAX_REDIRECTS} times")
-
-
-async def _http_exchange(
-    url: str, ssl_context: ssl.SSLContext | None
-) -> tuple[int, str | None, bytes]:
-    """One GET request: ``(status, Location header, body)``."""
-    parts = urlsplit(url)
-    target = f"{parts.path or '/'}?{parts.query}" if parts.query else parts.path or "/"
-    host_header = parts.netloc.rpartition("@")[2]
-    stream = await _open_stream(url, ssl_context)
-    async with stream:
-        connection = h11.Connection(h11.CLIENT)
-        request = h11.Request(
-            method="GET",
-            target=target,
-            headers=[
-                ("Host", host_header),
-                ("User-Agent", _USER_AGENT),
-                ("Accept-Encoding", "identity"),
-                ("Connection", "close"),
-            ],
-        )
-        await stream.send_all(
-            (connection.send(request) or b"") + (connection.send(h11.EndOfMessage()) or b"")
-        )
-        status: int | None = None
-        location: str | None = None
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            event = connection.next_event()
-            if event is h11.NEED_DATA:
-                connection.receive_data(bytes(await stream.receive_some(65536)))
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-                for name, value in event.headers:
-                    if name == b"location":
-                        location = value.decode("latin-1")
-            elif isinstance(event, h11.Data):
-                size += len(event.data)
-                if size > _MAX_BODY:
-                    raise TrackerError(f"tracker {url} sent more than {_MAX_BODY} bytes")
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                break
-    if status is None:
-        raise TrackerError(f"tracker {url} closed the connection without answering")
-    return status, location, b"".join(chunks)
+    status, body = await http_get.get(
+        _with_query(url, query),
+        error=TrackerError,
+        what="tracker",
+        max_body=_MAX_BODY,
+        timeout=timeout,
+        max_redirects=_MAX_REDIRECTS,
+        ssl_context=ssl_context,
+    )
+    if status != 200:
+        try:
+            AnnounceResponse.decode(body)
+        except TrackerError as exc:
+            raise TrackerError(f"tracker {url} answered HTTP {status}: {exc}") from None
+        raise TrackerError(f"tracker {url} answered HTTP {status}")
+    return body
 
 
 # ---------------------------------------------------------------- UDP
