@@ -1,0 +1,311 @@
+"""``od_delta``: our BEP 10 extension for delta updates (normative text: ``spec/od-delta.md``).
+
+A peer that has a release can give another peer two things the ordinary
+protocol cannot: the release's *delta index* (content-defined chunks of its
+files, ``spec/delta-index.md``), fetched in 16 KiB pieces like BEP 9
+metadata, and byte ranges of a file segment's *content*: for a compressed
+segment (a .tar.gz, a zip member) that is the uncompressed bytes, which is
+where an update's small changes are visible. A client rebuilds the new
+release from its old files plus those ranges, and the ordinary piece hashes
+then check every byte, so a lying peer can waste a request but never get
+data in.
+
+Each message is a bencoded dictionary, followed for the two data messages
+by the bytes. Requests carry an ``id`` the answer repeats, so answers can
+come in any order; :class:`ContentRequests` matches them and refuses an
+answer nobody asked for or of the wrong length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ...bencode import decode_prefix, encode
+from ...errors import BencodeError, IntegrityError, LocalProtocolError, RemoteProtocolError
+
+__all__ = [
+    "CONTENT_BLOCK_SIZE",
+    "EXTENSION_NAME",
+    "HANDSHAKE_SHA256_KEY",
+    "HANDSHAKE_SIZE_KEY",
+    "INDEX_PIECE_SIZE",
+    "MAX_INDEX_SIZE",
+    "MAX_OUTSTANDING",
+    "ContentData",
+    "ContentReject",
+    "ContentRequest",
+    "ContentRequests",
+    "DeltaMessage",
+    "IndexAssembler",
+    "IndexData",
+    "IndexReject",
+    "IndexRequest",
+    "decode_delta_message",
+    "encode_delta_message",
+    "index_response",
+]
+
+EXTENSION_NAME: Final = "od_delta"
+HANDSHAKE_SIZE_KEY: Final = b"od_delta_size"
+"""Extension handshake key: the size in bytes of the delta index the sender serves."""
+HANDSHAKE_SHA256_KEY: Final = b"od_delta_sha256"
+"""Extension handshake key: the SHA-256 of that index."""
+INDEX_PIECE_SIZE: Final = 16384
+MAX_INDEX_SIZE: Final = 64 << 20
+CONTENT_BLOCK_SIZE: Final = 65536
+"""The most content bytes one request may ask for."""
+MAX_OUTSTANDING: Final = 64
+"""Content requests one peer may have unanswered at a time, either way."""
+MAX_SEGMENTS: Final = 1 << 24
+MAX_FILES: Final = 100_000
+MAX_OFFSET: Final = 1 << 50
+
+_INDEX_REQUEST, _INDEX_DATA, _INDEX_REJECT = 0, 1, 2
+_CONTENT_REQUEST, _CONTENT_DATA, _CONTENT_REJECT = 3, 4, 5
+_MAX_ID: Final = (1 << 31) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class IndexRequest:
+    """Ask for piece ``piece`` of the delta index."""
+
+    piece: int
+
+
+@dataclass(frozen=True, slots=True)
+class IndexData:
+    """Piece ``piece`` of a delta index of ``total_size`` bytes."""
+
+    piece: int
+    total_size: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class IndexReject:
+    """The peer will not send index piece ``piece`` (it has no index, or not that piece)."""
+
+    piece: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContentRequest:
+    """Ask for ``length`` content bytes at ``offset`` of segment ``segment`` of file ``file``.
+
+    ``file`` counts the torrent's data files (padding excluded) in order, and
+    ``segment`` the segments of that file in the delta index.
+    """
+
+    request_id: int
+    file: int
+    segment: int
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContentData:
+    """The answer to content request ``request_id``: exactly the bytes asked for."""
+
+    request_id: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ContentReject:
+    """The peer will not answer content request ``request_id``."""
+
+    request_id: int
+
+
+DeltaMessage = IndexRequest | IndexData | IndexReject | ContentRequest | ContentData | ContentReject
+
+
+def encode_delta_message(message: DeltaMessage) -> bytes:
+    """The payload of an :class:`~opendistro.wire.messages.Extended` od_delta message."""
+    match message:
+        case IndexRequest(piece):
+            return encode({b"msg_type": _INDEX_REQUEST, b"piece": piece})
+        case IndexReject(piece):
+            return encode({b"msg_type": _INDEX_REJECT, b"piece": piece})
+        case IndexData(piece, total_size, data):
+            if len(data) > INDEX_PIECE_SIZE:
+                raise LocalProtocolError("an index piece is at most 16 KiB")
+            header = {b"msg_type": _INDEX_DATA, b"piece": piece, b"total_size": total_size}
+            return encode(header) + data
+        case ContentRequest(request_id, file, segment, offset, length):
+            if not 0 < length <= CONTENT_BLOCK_SIZE:
+                raise LocalProtocolError(f"a content request is 1..{CONTENT_BLOCK_SIZE} bytes")
+            return encode({
+                b"msg_type": _CONTENT_REQUEST,
+                b"id": request_id,
+                b"file": file,
+                b"segment": segment,
+                b"offset": offset,
+                b"length": length,
+            })
+        case ContentData(request_id, data):
+            if len(data) > CONTENT_BLOCK_SIZE:
+                raise LocalProtocolError(f"content data is at most {CONTENT_BLOCK_SIZE} bytes")
+            return encode({b"msg_type": _CONTENT_DATA, b"id": request_id}) + data
+        case ContentReject(request_id):
+            return encode({b"msg_type": _CONTENT_REJECT, b"id": request_id})
+    raise LocalProtocolError(f"not an od_delta message: {message!r}")
+
+
+def _int(raw: dict[bytes, Any], key: bytes, low: int, high: int) -> int:
+    value = raw.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise RemoteProtocolError(f"od_delta {key.decode()} must be an integer {low}..{high}")
+    return value
+
+
+def decode_delta_message(payload: bytes) -> DeltaMessage:
+    """Parse an od_delta payload; RemoteProtocolError when it is malformed."""
+    try:
+        raw, end = decode_prefix(bytes(payload))
+    except BencodeError as exc:
+        raise RemoteProtocolError(f"od_delta message is not bencoded: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise RemoteProtocolError("od_delta message must be a dictionary")
+    msg_type = raw.get(b"msg_type")
+    trailing = bytes(payload[end:])
+    if msg_type == _INDEX_DATA:
+        piece = _int(raw, b"piece", 0, MAX_INDEX_SIZE // INDEX_PIECE_SIZE)
+        total_size = _int(raw, b"total_size", 1, MAX_INDEX_SIZE)
+        if len(trailing) > INDEX_PIECE_SIZE:
+            raise RemoteProtocolError("od_delta index piece larger than 16 KiB")
+        return IndexData(piece, total_size, trailing)
+    if msg_type == _CONTENT_DATA:
+        if len(trailing) > CONTENT_BLOCK_SIZE:
+            raise RemoteProtocolError(f"od_delta content data over {CONTENT_BLOCK_SIZE} bytes")
+        return ContentData(_int(raw, b"id", 0, _MAX_ID), trailing)
+    if trailing:
+        raise RemoteProtocolError("trailing bytes after an od_delta request or reject")
+    if msg_type == _INDEX_REQUEST:
+        return IndexRequest(_int(raw, b"piece", 0, MAX_INDEX_SIZE // INDEX_PIECE_SIZE))
+    if msg_type == _INDEX_REJECT:
+        return IndexReject(_int(raw, b"piece", 0, MAX_INDEX_SIZE // INDEX_PIECE_SIZE))
+    if msg_type == _CONTENT_REQUEST:
+        return ContentRequest(
+            _int(raw, b"id", 0, _MAX_ID),
+            _int(raw, b"file", 0, MAX_FILES - 1),
+            _int(raw, b"segment", 0, MAX_SEGMENTS - 1),
+            _int(raw, b"offset", 0, MAX_OFFSET),
+            _int(raw, b"length", 1, CONTENT_BLOCK_SIZE),
+        )
+    if msg_type == _CONTENT_REJECT:
+        return ContentReject(_int(raw, b"id", 0, _MAX_ID))
+    raise RemoteProtocolError(f"unknown od_delta msg_type {msg_type!r}")
+
+
+def index_response(index_bytes: bytes, request: IndexRequest) -> IndexData | IndexReject:
+    """Answer a peer's index request from the index we serve (empty: we have none)."""
+    start = request.piece * INDEX_PIECE_SIZE
+    if not index_bytes or start >= len(index_bytes):
+        return IndexReject(request.piece)
+    return IndexData(request.piece, len(index_bytes), index_bytes[start : start + INDEX_PIECE_SIZE])
+
+
+class IndexAssembler:
+    """Collect the pieces of one delta index, from one or more peers.
+
+    With ``expected_sha256`` (from the signed release or the torrent), a
+    complete index that does not match is thrown away and fetched again
+    (:class:`~opendistro.errors.IntegrityError`). Without it the index is
+    only a hint: every byte it leads to is still checked by piece hashes.
+    """
+
+    def __init__(self, *, total_size: int, expected_sha256: bytes | None = None) -> None:
+        if not 0 < total_size <= MAX_INDEX_SIZE:
+            raise RemoteProtocolError(f"od_delta index size {total_size} out of range")
+        self.total_size = total_size
+        self.expected_sha256 = expected_sha256
+        self.num_pieces = -(-total_size // INDEX_PIECE_SIZE)
+        self._pieces: dict[int, bytes] = {}
+        self._asked: set[int] = set()
+
+    def next_request(self) -> IndexRequest | None:
+        """The next piece nobody was asked for yet, or None."""
+        for piece in range(self.num_pieces):
+            if piece not in self._pieces and piece not in self._asked:
+                self._asked.add(piece)
+                return IndexRequest(piece)
+        return None
+
+    def rejected(self, piece: int) -> None:
+        """A peer refused ``piece``: it may be asked of another one."""
+        self._asked.discard(piece)
+
+    def receive(self, message: IndexData) -> bytes | None:
+        """Store a piece; return the whole index once every piece is in (and matches)."""
+        if message.total_size != self.total_size:
+            raise RemoteProtocolError(
+                f"od_delta total_size {message.total_size} != {self.total_size}"
+            )
+        if not 0 <= message.piece < self.num_pieces:
+            raise RemoteProtocolError(f"od_delta index piece {message.piece} out of range")
+        last = message.piece == self.num_pieces - 1
+        expected = self.total_size - message.piece * INDEX_PIECE_SIZE if last else INDEX_PIECE_SIZE
+        if len(message.data) != expected:
+            raise RemoteProtocolError(f"od_delta index piece {message.piece} has the wrong length")
+        self._pieces.setdefault(message.piece, bytes(message.data))
+        if len(self._pieces) < self.num_pieces:
+            return None
+        whole = b"".join(self._pieces[piece] for piece in range(self.num_pieces))
+        announced = self.expected_sha256
+        if announced is not None and hashlib.sha256(whole).digest() != announced:
+            self._pieces.clear()
+            self._asked.clear()
+            raise IntegrityError("the delta index does not match its announced SHA-256")
+        return whole
+
+
+class ContentRequests:
+    """Our unanswered content requests to one peer, and the checks on its answers.
+
+    An answer must name a request we made and carry exactly the bytes asked
+    for; anything else is the peer's protocol error. At most ``limit``
+    requests are outstanding at a time.
+    """
+
+    def __init__(self, limit: int = MAX_OUTSTANDING) -> None:
+        self.limit = limit
+        self._next_id = 0
+        self._pending: dict[int, ContentRequest] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    @property
+    def full(self) -> bool:
+        return len(self._pending) >= self.limit
+
+    def request(self, file: int, segment: int, offset: int, length: int) -> ContentRequest:
+        """A new request (to send), remembered until answered."""
+        if self.full:
+            raise LocalProtocolError(f"already {self.limit} content requests outstanding")
+        request = ContentRequest(self._next_id, file, segment, offset, length)
+        self._next_id = (self._next_id + 1) & _MAX_ID
+        self._pending[request.request_id] = request
+        return request
+
+    def answered(self, message: ContentData | ContentReject) -> ContentRequest:
+        """The request ``message`` answers (data of the right length, or a reject)."""
+        request = self._pending.pop(message.request_id, None)
+        if request is None:
+            raise RemoteProtocolError(f"od_delta answer to unknown request {message.request_id}")
+        if isinstance(message, ContentData) and len(message.data) != request.length:
+            raise RemoteProtocolError(
+                f"od_delta request {request.request_id} asked {request.length} bytes, "
+                f"got {len(message.data)}"
+            )
+        return request
+
+    def abandon(self) -> list[ContentRequest]:
+        """Forget every outstanding request (the peer left or choked); returns them."""
+        pending = list(self._pending.values())
+        self._pending.clear()
+        return pending

@@ -1,0 +1,189 @@
+"""The od_delta extension messages (spec/od-delta.md): vectors, assembly and request matching.
+
+Run this file as a script to regenerate ``extensions/od_delta_vectors.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from opendistro.errors import IntegrityError, LocalProtocolError, RemoteProtocolError
+from opendistro.wire.extensions.od_delta import (
+    CONTENT_BLOCK_SIZE,
+    INDEX_PIECE_SIZE,
+    ContentData,
+    ContentReject,
+    ContentRequest,
+    ContentRequests,
+    DeltaMessage,
+    IndexAssembler,
+    IndexData,
+    IndexReject,
+    IndexRequest,
+    decode_delta_message,
+    encode_delta_message,
+    index_response,
+)
+
+VECTORS = Path(__file__).resolve().parents[1] / "extensions" / "od_delta_vectors.json"
+
+GOOD: list[tuple[str, DeltaMessage]] = [
+    ("index request", IndexRequest(0)),
+    ("index data, last short piece", IndexData(2, 40000, b"\x01\x02\x03")),
+    ("index reject", IndexReject(7)),
+    ("content request", ContentRequest(5, 0, 3, 1 << 40, 65536)),
+    ("content data", ContentData(5, b"hello")),
+    ("content data, empty id 0", ContentData(0, b"")),
+    ("content reject", ContentReject(2**31 - 1)),
+]
+
+BAD: list[tuple[str, bytes]] = [
+    ("not bencoded", b"x"),
+    ("a list, not a dictionary", b"le"),
+    ("unknown msg_type", b"d8:msg_typei9ee"),
+    ("msg_type missing", b"d5:piecei0ee"),
+    ("negative piece", b"d8:msg_typei0e5:piecei-1ee"),
+    ("piece beyond a 64 MiB index", b"d8:msg_typei0e5:piecei4097ee"),
+    ("trailing bytes after a request", b"d8:msg_typei0e5:piecei0eeXY"),
+    ("index data over 16 KiB", b"d8:msg_typei1e5:piecei0e10:total_sizei99999ee" + bytes(16385)),
+    ("index total_size zero", b"d8:msg_typei1e5:piecei0e10:total_sizei0ee"),
+    ("content request of 0 bytes",
+     b"d2:idi1e4:filei0e6:lengthi0e8:msg_typei3e6:offseti0e7:segmenti0ee"),
+    ("content request over 64 KiB",
+     b"d2:idi1e4:filei0e6:lengthi65537e8:msg_typei3e6:offseti0e7:segmenti0ee"),
+    ("content request without file",
+     b"d2:idi1e6:lengthi1e8:msg_typei3e6:offseti0e7:segmenti0ee"),
+    ("content request id as a string",
+     b"d2:id1:14:filei0e6:lengthi1e8:msg_typei3e6:offseti0e7:segmenti0ee"),
+    ("content data over 64 KiB", b"d2:idi1e8:msg_typei4ee" + bytes(65537)),
+]
+
+
+def describe(message: DeltaMessage) -> dict[str, Any]:
+    fields: dict[str, Any] = {"type": type(message).__name__}
+    for name in message.__slots__:
+        value = getattr(message, name)
+        fields[name] = value.hex() if isinstance(value, bytes) else value
+    return fields
+
+
+def build_vectors() -> dict[str, Any]:
+    return {
+        "description": "od_delta extension payloads (spec/od-delta.md). Good vectors: hex "
+        "payload and the decoded message. Bad vectors: hex payload the receiver must refuse "
+        "with RemoteProtocolError.",
+        "good": [
+            {"name": name, "hex": encode_delta_message(message).hex(),
+             "expected": describe(message)}
+            for name, message in GOOD
+        ],
+        "bad": [
+            {"name": name, "hex": payload.hex(), "error": "RemoteProtocolError"}
+            for name, payload in BAD
+        ],
+    }
+
+
+def test_the_vector_file_is_current() -> None:
+    assert json.loads(VECTORS.read_text()) == build_vectors()
+
+
+@pytest.mark.parametrize("vector", json.loads(VECTORS.read_text())["good"], ids=lambda v: v["name"])
+def test_good_vectors_decode_to_their_messages(vector: dict[str, Any]) -> None:
+    message = decode_delta_message(bytes.fromhex(vector["hex"]))
+    assert describe(message) == vector["expected"]
+    assert encode_delta_message(message).hex() == vector["hex"]
+
+
+@pytest.mark.parametrize("vector", json.loads(VECTORS.read_text())["bad"], ids=lambda v: v["name"])
+def test_bad_vectors_are_refused(vector: dict[str, Any]) -> None:
+    with pytest.raises(RemoteProtocolError):
+        decode_delta_message(bytes.fromhex(vector["hex"]))
+
+
+@given(st.binary(max_size=300))
+def test_any_payload_decodes_or_raises_a_protocol_error(payload: bytes) -> None:
+    try:
+        message = decode_delta_message(payload)
+    except RemoteProtocolError:
+        return
+    assert decode_delta_message(encode_delta_message(message)) == message
+
+
+def test_we_never_send_oversized_messages() -> None:
+    with pytest.raises(LocalProtocolError):
+        encode_delta_message(ContentRequest(1, 0, 0, 0, CONTENT_BLOCK_SIZE + 1))
+    with pytest.raises(LocalProtocolError):
+        encode_delta_message(IndexData(0, 20000, bytes(INDEX_PIECE_SIZE + 1)))
+
+
+def test_an_index_travels_in_pieces_and_is_checked_against_its_hash() -> None:
+    index = bytes(range(256)) * 200  # 51,200 bytes: four pieces
+    digest = hashlib.sha256(index).digest()
+    assembler = IndexAssembler(total_size=len(index), expected_sha256=digest)
+    requests = []
+    while (request := assembler.next_request()) is not None:
+        requests.append(request)
+    assert [r.piece for r in requests] == [0, 1, 2, 3]
+    answers = [index_response(index, request) for request in requests]
+    assert all(isinstance(answer, IndexData) for answer in answers)
+    result = None
+    for answer in reversed(answers):  # any order
+        assert isinstance(answer, IndexData)
+        result = assembler.receive(answer)
+    assert result == index
+    assert isinstance(index_response(index, IndexRequest(4)), IndexReject)
+    assert isinstance(index_response(b"", IndexRequest(0)), IndexReject)
+
+
+def test_a_forged_index_is_thrown_away_and_fetched_again() -> None:
+    index = b"d1:ai1ee" * 3000
+    digest = hashlib.sha256(index).digest()
+    assembler = IndexAssembler(total_size=len(index), expected_sha256=digest)
+    forged = bytearray(index)
+    forged[100] ^= 1
+    with pytest.raises(IntegrityError):
+        for piece in range(assembler.num_pieces):
+            answer = index_response(bytes(forged), IndexRequest(piece))
+            assert isinstance(answer, IndexData)
+            assembler.receive(answer)
+    assert assembler.next_request() == IndexRequest(0)  # starts over
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [IndexData(0, 999, bytes(999)), IndexData(5, 20000, b""), IndexData(0, 20000, bytes(100))],
+    ids=["other total size", "piece out of range", "short piece"],
+)
+def test_index_pieces_of_the_wrong_shape_are_the_senders_fault(answer: IndexData) -> None:
+    assembler = IndexAssembler(total_size=20000)
+    with pytest.raises(RemoteProtocolError):
+        assembler.receive(answer)
+
+
+def test_content_answers_must_match_an_outstanding_request() -> None:
+    requests = ContentRequests(limit=2)
+    first = requests.request(0, 1, 100, 10)
+    second = requests.request(0, 1, 110, 5)
+    assert first.request_id != second.request_id and requests.full
+    with pytest.raises(LocalProtocolError):
+        requests.request(0, 1, 200, 1)
+    assert requests.answered(ContentData(second.request_id, b"12345")) == second
+    with pytest.raises(RemoteProtocolError):
+        requests.answered(ContentData(second.request_id, b"12345"))  # already answered
+    with pytest.raises(RemoteProtocolError):
+        requests.answered(ContentData(first.request_id, b"short"))
+    third = requests.request(0, 2, 0, 1)
+    assert requests.answered(ContentReject(third.request_id)) == third
+    assert requests.abandon() == [] and len(requests) == 0
+
+
+if __name__ == "__main__":
+    VECTORS.write_text(json.dumps(build_vectors(), indent=1) + "\n")
