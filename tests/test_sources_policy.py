@@ -141,5 +141,21 @@ def test_a_faster_mirror_takes_over_the_untouched_tail_of_a_run() -> None:
     assert subject.hand_over("slow", "fast", [3, 4, 5]) == [4, 5]
     assert subject.run_received("fast", 5) == set()  # no one else was asked for it
     subject.release_run("slow")
-    # What the slow mirror gave up is free again; the fast one keeps piece 4.
+    # What the slow mirror gave up is free again (piece 3, half done, first); the fast
+    # one keeps piece 4.
+    assert subject.pick_run("third", 6) == [3]
     assert subject.pick_run("third", 6) == [0, 1, 2]
+
+
+def test_a_piece_a_departed_peer_left_half_done_goes_to_the_mirror() -> None:
+    subject = picker(4)
+    has = Bitfield.full(4)
+    subject.peer_has_bitfield(has)
+    picked = subject.pick("peer", has, 1)
+    assert len(picked) == 1
+    index = picked[0][0]
+    subject.block_received("peer", picked[0])
+    subject.release_peer_requests("peer")  # the peer left with the piece half done
+    assert subject.pick_run("mirror", 4) == [index]
+    assert subject.run_received("mirror", index) == set()
+    assert subject.piece_complete(index)

@@ -270,14 +270,22 @@ class PiecePicker(Generic[PeerKey]):
     def pick_run(self, key: PeerKey, max_pieces: int) -> list[int]:
         """Consecutive whole pieces for a source that has everything (an HTTP mirror).
 
-        The run starts at the highest-priority, rarest piece nobody has started
+        A piece a departed source left half done comes first, alone. Otherwise
+        the run starts at the highest-priority, rarest piece nobody has started
         (pieces no peer has come first: only a mirror can deliver them) and
         extends over the following pieces while they are free too, so that one
         range request fetches it. Every block of the run is marked as asked of
         ``key``.
         """
+        if max_pieces < 1:
+            return []
+        abandoned = self._abandoned_piece()
+        if abandoned is not None:
+            progress = self._in_progress[abandoned]
+            self._take_free(key, abandoned, progress, progress.num_blocks, [])
+            return [abandoned]
         start = self._rarest_for_mirror()
-        if start is None or max_pieces < 1:
+        if start is None:
             return []
         run: list[int] = []
         index = start
@@ -288,6 +296,17 @@ class PiecePicker(Generic[PeerKey]):
             run.append(index)
             index += 1
         return run
+
+    def _abandoned_piece(self) -> int | None:
+        """A piece begun by a source that left, with no block asked of anyone now.
+
+        Peers pick such pieces up through their free blocks; a mirror takes
+        the whole piece, so it is not stuck when no peer is left to do it.
+        """
+        for index, progress in self._in_progress.items():
+            if progress.free and not any(progress.requested.values()):
+                return index
+        return None
 
     def _rarest_for_mirror(self) -> int | None:
         if self.sequential:
