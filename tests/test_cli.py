@@ -177,13 +177,28 @@ def test_seeding_data_that_does_not_match_fails_clearly(
 
 
 def test_demo_runs_a_verified_swarm() -> None:
-    result = opendistro("demo", "--size-mib", "4", "--leechers", "3", "--json")
+    # A slow seeder keeps the late leecher (capped at twice the seeder's rate) from
+    # having it all before the swarm is shut down at 30%.
+    result = opendistro(
+        "demo", "--size-mib", "4", "--leechers", "3", "--seed-rate-mib", "2", "--json"
+    )
     assert result.returncode == 0, result.stderr
     report = last_json(result.stdout)
     assert report["verified"] is True
     assert len(report["results"]) == 3
     assert all(r["identical"] and r["ok"] for r in report["results"])
+    assert all(r["bytes_from_mirror"] >= 0 for r in report["results"])
     assert report["seeder_uploaded"] >= 4 << 20
+    # Act 2: the swarm went away under the late leecher and the mirror finished the job.
+    fallback = report["fallback"]
+    assert fallback["ok"] and fallback["identical"], fallback
+    assert fallback["fraction_at_cut"] >= 0.3
+    assert fallback["bytes_from_mirror_after_swarm_left"] > 0, fallback
+    assert fallback["mirror_bytes_served"] >= fallback["bytes_from_mirror_after_swarm_left"]
+    assert fallback["bytes_from_peers"] + fallback["bytes_from_mirror"] >= 4 << 20
+    # The take-over is timed from the cut, unless the mirror was already helping then.
+    latency = fallback["first_mirror_byte_after_seconds"]
+    assert (latency is not None and latency >= 0) or fallback["bytes_from_mirror_at_cut"] > 0
 
 
 async def test_tracker_allow_list_refuses_unlisted_torrents(tmp_path: Path) -> None:

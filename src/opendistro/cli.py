@@ -40,6 +40,7 @@ from .io.client import Client
 from .io.torrent import Torrent, TorrentState, directory_of
 from .magnet import MagnetLink
 from .metainfo import Metainfo
+from .mirrors.server import MirrorServer
 from .progress import ProgressPrinter
 from .signing import (
     PublicKeyFile,
@@ -152,6 +153,14 @@ def _parser() -> argparse.ArgumentParser:
         "--allow-list", type=Path, metavar="FILE", help="serve only these info-hashes (hex)"
     )
 
+    mirror = commands.add_parser(
+        "mirror", help="serve a folder over HTTP as a mirror (a BEP 19 web seed)"
+    )
+    mirror.add_argument("dir", type=Path, help="the folder that holds the release folders")
+    mirror.add_argument("--host", default="127.0.0.1")
+    mirror.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    mirror.add_argument("--rate", type=_rate, metavar="RATE", help="upload cap, bytes/s, e.g. 8M")
+
     seed = commands.add_parser("seed", help="check and seed data")
     seed.add_argument("torrent", type=Path)
     seed.add_argument("--data", type=Path, required=True)
@@ -230,6 +239,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--size-mib", type=int, default=64)
     demo.add_argument(
         "--seed-rate-mib", type=int, default=8, help="the seeder's upload cap, MiB/s"
+    )
+    demo.add_argument(
+        "--mirror-rate-mib", type=int, default=8, help="the demo mirror's upload cap, MiB/s"
     )
     demo.add_argument("--dir", type=Path)
     demo.add_argument("--json", action="store_true")
@@ -623,6 +635,14 @@ async def _tracker(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _mirror(args: argparse.Namespace) -> int:
+    server = MirrorServer(args.dir, host=args.host, port=args.port, rate=args.rate)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        print(f"mirror serving {server.root} at {server.url}", flush=True)
+    return 0
+
+
 async def _seed(args: argparse.Namespace) -> int:
     metainfo = Metainfo.from_file(args.torrent)
     data_dir = directory_of(args.data, metainfo.name)
@@ -857,7 +877,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .demo import run_demo
 
             return trio.run(run_demo, args)
-        runner = {"tracker": _tracker, "seed": _seed, "get": _get}[args.command]
+        runner = {"tracker": _tracker, "mirror": _mirror, "seed": _seed, "get": _get}[
+            args.command
+        ]
         return trio.run(runner, args)
     except KeyboardInterrupt:
         return 130
