@@ -24,6 +24,7 @@ from .checksums import ChecksumList, verify_checksum_file, verify_file, verify_t
 from .create import create_torrent
 from .errors import (
     ConfigError,
+    DeltaIndexError,
     DownloadError,
     IntegrityError,
     MagnetError,
@@ -37,6 +38,7 @@ from .errors import (
     UnsafePathError,
 )
 from .io.client import Client
+from .io.delta_update import DeltaOutcome, update_from_previous
 from .io.torrent import Torrent, TorrentState, directory_of
 from .magnet import MagnetLink
 from .metainfo import Metainfo
@@ -124,6 +126,12 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--webseed", action="append", default=[], metavar="URL")
     create.add_argument("--piece-length", type=int)
     create.add_argument("--private", action="store_true")
+    create.add_argument(
+        "--no-delta",
+        action="store_true",
+        help="skip the delta index (NAME.odindex and FILE.odcontent beside the data) that "
+        "lets users of the previous version fetch only what changed",
+    )
     create.add_argument("--comment")
     version = create.add_mutually_exclusive_group()
     version.add_argument("--v1", dest="version", action="store_const", const="v1")
@@ -143,6 +151,10 @@ def _parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="describe a .torrent file")
     info.add_argument("torrent", type=Path)
     info.add_argument("--json", action="store_true")
+
+    delta_index = commands.add_parser("delta-index", help="describe a delta index (.odindex)")
+    delta_index.add_argument("index", type=Path)
+    delta_index.add_argument("--json", action="store_true")
 
     tracker = commands.add_parser("tracker", help="run the bundled tracker")
     tracker.add_argument("--host", default="0.0.0.0")
@@ -181,6 +193,14 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="URL",
         help="an HTTP mirror (web seed base URL), besides the torrent's own; repeatable",
+    )
+    get.add_argument(
+        "--previous",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="OLD_PATH",
+        help="a previous version (file or folder): fetch only what changed; repeatable",
     )
     get.add_argument(
         "--keyring",
@@ -363,13 +383,66 @@ def _create(args: argparse.Namespace) -> int:
     if meta4 is not None:
         args.meta4.write_bytes(meta4)
         summary["meta4"] = str(args.meta4)
+    if not args.no_delta:
+        from .delta.publish import publish_delta
+
+        published = publish_delta(metainfo, args.path.resolve().parent)
+        summary["delta_index"] = str(published.index_path)
+        summary["delta_content"] = [str(path) for path in published.content_paths]
     if args.json:
         print(json.dumps(summary))
     else:
         print(f"wrote {output} ({metainfo.version}, {metainfo.num_pieces} pieces)")
         if args.meta4 is not None:
             print(f"wrote {args.meta4} ({len(args.webseed)} mirrors)")
+        if not args.no_delta:
+            print(f"wrote {summary['delta_index']} (delta index; serve it beside the release)")
         print(f"magnet: {summary['magnet']}")
+    return 0
+
+
+def _delta_index(args: argparse.Namespace) -> int:
+    from .checksums.sums import read_bounded
+    from .delta.index import MAX_INDEX_SIZE, DeltaIndex
+
+    index = DeltaIndex.decode(read_bounded(args.index, MAX_INDEX_SIZE, "delta index"))
+    files: list[dict[str, Any]] = []
+    for indexed in index.files:
+        kinds: dict[str, int] = {}
+        for segment in indexed.segments:
+            kinds[segment.kind] = kinds.get(segment.kind, 0) + 1
+        files.append({
+            "path": "/".join(indexed.path),
+            "length": indexed.length,
+            "segments": kinds,
+            "content_bytes": sum(segment.content_length for segment in indexed.segments),
+            "chunks": sum(len(segment.chunks) for segment in indexed.segments),
+            "raw_fallbacks": [s.fallback_reason for s in indexed.segments if s.fallback_reason],
+        })
+    summary = {
+        "name": index.name,
+        "info_hash_v1": index.info_hash_v1.hex() if index.info_hash_v1 else None,
+        "info_hash_v2": index.info_hash_v2.hex() if index.info_hash_v2 else None,
+        "chunker": {
+            "algorithm": index.params.algorithm,
+            "min_size": index.params.min_size,
+            "avg_size": index.params.avg_size,
+            "max_size": index.params.max_size,
+        },
+        "files": files,
+    }
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"delta index of {index.name}: {len(files)} files, chunks of "
+          f"{index.params.min_size}..{index.params.max_size} bytes (average "
+          f"{index.params.avg_size}, {index.params.algorithm})")
+    for entry in files:
+        layout = ", ".join(f"{count} {kind}" for kind, count in sorted(entry["segments"].items()))
+        print(f"  {entry['path']}: {entry['length']} bytes, {layout or 'empty'}, "
+              f"{entry['content_bytes']} content bytes in {entry['chunks']} chunks")
+        for reason in entry["raw_fallbacks"]:
+            print(f"    raw fallback: {reason}")
     return 0
 
 
@@ -713,6 +786,11 @@ async def _get(args: argparse.Namespace) -> int:
     signed = _check_signature(args, source) if args.trust is not None else None
     args.output.mkdir(parents=True, exist_ok=True)
     policy = SourcePolicy(args.sources)
+    delta = None
+    if args.previous:
+        if not isinstance(source, Metainfo):
+            raise ConfigError("--previous needs a .torrent (a magnet link has no mirrors yet)")
+        delta = await _delta_update(args, source)
     async with _client(args) as client:
         if isinstance(source, MagnetLink):
             torrent = await client.add_magnet(
@@ -737,21 +815,59 @@ async def _get(args: argparse.Namespace) -> int:
         "ok": True,
         "seconds": round(time.monotonic() - started, 3),
         "bytes_from_peers": status.bytes_from_peers,
-        "bytes_from_mirrors": status.bytes_from_mirrors,
-        "bytes_reused": 0,
+        "bytes_from_mirrors": status.bytes_from_mirrors + _delta_traffic(delta),
+        "bytes_reused": delta.bytes_reused if isinstance(delta, DeltaOutcome) else 0,
         "bytes_uploaded": status.bytes_uploaded,
         "verified": status.state is TorrentState.SEEDING,
         "hash_failures": status.hash_failures,
         "path": str(torrent.final_path),
         "peers": dict(torrent.bytes_from_peer),
         "signed": signed.to_json() if signed is not None else None,
+        "delta": _describe_delta(delta),
     }
     if args.json:
         print(json.dumps(result))
     else:
+        if isinstance(delta, DeltaOutcome):
+            print(f"delta: reused {delta.bytes_reused} bytes of the previous version, fetched "
+                  f"{delta.bytes_fetched + delta.index_bytes} (index included)")
+        elif delta is not None:
+            print(f"delta: not used ({delta}); downloaded in full")
         print(f"done: {result['path']} ({status.bytes_from_peers} bytes from peers, "
               f"{status.bytes_from_mirrors} from mirrors, {result['seconds']} s, verified)")
     return 0
+
+
+async def _delta_update(args: argparse.Namespace, metainfo: Metainfo) -> DeltaOutcome | str:
+    """Rebuild what ``--previous`` already holds; a failure only means a full download."""
+    mirrors = list(dict.fromkeys([*args.mirror, *metainfo.url_list]))
+    try:
+        return await update_from_previous(metainfo, args.output, args.previous, mirrors)
+    except OpenDistroError as exc:
+        return str(exc)
+
+
+def _delta_traffic(delta: DeltaOutcome | str | None) -> int:
+    if not isinstance(delta, DeltaOutcome):
+        return 0
+    return delta.bytes_fetched + delta.index_bytes
+
+
+def _describe_delta(delta: DeltaOutcome | str | None) -> dict[str, Any] | None:
+    if delta is None:
+        return None
+    if isinstance(delta, str):
+        return {"used": False, "error": delta}
+    return {
+        "used": True,
+        "index_bytes": delta.index_bytes,
+        "bytes_fetched": delta.bytes_fetched,
+        "bytes_reused": delta.bytes_reused,
+        "segments": delta.segments,
+        "segments_fetched_whole": delta.segments_whole,
+        "raw_fallbacks": delta.raw_fallbacks,
+        "failures": delta.failures,
+    }
 
 
 async def _get_metalink(args: argparse.Namespace) -> int:
@@ -832,6 +948,7 @@ async def _keep_seeding(torrent: Torrent, ratio: float | None, seconds: float | 
 _ERROR_LABELS: tuple[tuple[type[BaseException], str], ...] = (
     (MagnetError, "invalid magnet link"),
     (MetalinkError, "invalid Metalink"),
+    (DeltaIndexError, "invalid delta index"),
     (MirrorError, "mirror failed"),
     (UnsafePathError, "unsafe path"),
     (MetainfoError, "invalid torrent"),
@@ -859,6 +976,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _create(args)
         if args.command == "info":
             return _info(args)
+        if args.command == "delta-index":
+            return _delta_index(args)
         signing = {
             "keygen": _keygen,
             "revocation": _revocation,

@@ -15,6 +15,7 @@ __all__ = [
     "BencodeError",
     "ConfigError",
     "DeltaError",
+    "DeltaIndexError",
     "DownloadError",
     "EncryptionError",
     "IntegrityError",
@@ -110,6 +111,10 @@ class MirrorDataError(MirrorError):
 
 class DeltaError(OpenDistroError):
     """A delta index or update plan is malformed or cannot be applied."""
+
+
+class DeltaIndexError(DeltaError, ValueError):
+    """A delta index is malformed, inconsistent or exceeds a limit."""
 
 
 class DownloadError(OpenDistroError):

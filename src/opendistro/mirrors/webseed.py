@@ -35,6 +35,8 @@ from ..metainfo import FileEntry, Metainfo
 __all__ = [
     "HttpSpan",
     "check_base_url",
+    "content_url",
+    "delta_index_url",
     "file_url",
     "piece_spans",
     "spans",
@@ -106,6 +108,31 @@ def file_url(metainfo: Metainfo, base_url: str, entry: FileEntry) -> str:
             return _append_path(base_url, (metainfo.name,))
         return urlunsplit(urlsplit(base_url)._replace(fragment=""))
     return _append_path(base_url, (metainfo.name, *entry.path))
+
+
+DELTA_INDEX_SUFFIX = ".odindex"
+CONTENT_SUFFIX = ".odcontent"
+
+
+def delta_index_url(metainfo: Metainfo, base_url: str) -> str:
+    """Where a mirror keeps the release's delta index (``spec/delta-index.md``).
+
+    Beside the release: ``NAME.odindex`` next to the single file or the folder.
+    """
+    if not metainfo.is_multi_file:
+        return file_url(metainfo, base_url, metainfo.data_files()[0]) + DELTA_INDEX_SUFFIX
+    check_base_url(base_url)
+    return _append_path(base_url, (metainfo.name + DELTA_INDEX_SUFFIX,))
+
+
+def content_url(metainfo: Metainfo, base_url: str, entry: FileEntry) -> str:
+    """Where a mirror keeps the uncompressed content of ``entry``'s compressed segments.
+
+    ``FILE.odcontent`` next to the file: the contents of its compressed
+    segments one after another, so a client fetches changed content with
+    ``Range`` requests instead of the whole compressed file.
+    """
+    return file_url(metainfo, base_url, entry) + CONTENT_SUFFIX
 
 
 def spans(metainfo: Metainfo, base_url: str, offset: int, length: int) -> list[HttpSpan]:

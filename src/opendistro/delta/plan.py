@@ -1,0 +1,157 @@
+"""Which bytes of a new release a client already has, and which it must fetch: the delta plan.
+
+Sans I/O. The driver chunks the old version's files (each segment's content,
+with the index's parameters) into a :class:`ChunkCatalogue`; :func:`plan_update`
+then walks every segment of every new file and, chunk by chunk, either
+reuses bytes from an old segment (any old file: renamed and moved files are
+found too) or marks them to fetch. Neighbouring operations are merged, so a
+long unchanged stretch is one copy and a changed region one fetch.
+
+It also decides, per segment, whether a delta is worth it: when more content
+is missing from a compressed segment than its compressed size, fetching the
+compressed bytes outright is cheaper than fetching the content and
+recompressing, and the plan says so (``whole``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from .index import DeltaIndex, Segment
+
+__all__ = ["ChunkCatalogue", "Fetch", "Reuse", "SegmentPlan", "UpdatePlan", "plan_update"]
+
+SourceKey = TypeVar("SourceKey", bound=Hashable)
+
+
+@dataclass(frozen=True, slots=True)
+class Reuse(Generic[SourceKey]):
+    """Copy ``length`` content bytes from old segment ``source`` at ``source_offset``."""
+
+    source: SourceKey
+    source_offset: int
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """Fetch ``length`` content bytes at ``offset`` of the new segment."""
+
+    offset: int
+    length: int
+
+
+@dataclass
+class SegmentPlan(Generic[SourceKey]):
+    """How to obtain one new segment: ``whole`` (its bytes as published) or ``ops`` in order."""
+
+    file: int
+    segment: int
+    kind: str
+    whole: bool
+    ops: list[Reuse[SourceKey] | Fetch] = field(default_factory=list)
+
+    @property
+    def reused(self) -> int:
+        return sum(op.length for op in self.ops if isinstance(op, Reuse))
+
+    @property
+    def fetched(self) -> int:
+        return sum(op.length for op in self.ops if isinstance(op, Fetch))
+
+
+@dataclass
+class UpdatePlan(Generic[SourceKey]):
+    """The plan for a whole release: one :class:`SegmentPlan` per segment of every file."""
+
+    segments: list[SegmentPlan[SourceKey]]
+    whole_bytes: int
+    """Bytes fetched as published (segments for which a delta does not pay)."""
+
+    @property
+    def content_reused(self) -> int:
+        return sum(plan.reused for plan in self.segments if not plan.whole)
+
+    @property
+    def content_fetched(self) -> int:
+        return sum(plan.fetched for plan in self.segments if not plan.whole)
+
+    @property
+    def bytes_to_transfer(self) -> int:
+        """Content to fetch plus segments fetched whole: the update's traffic, index aside."""
+        return self.content_fetched + self.whole_bytes
+
+
+class ChunkCatalogue(Generic[SourceKey]):
+    """The chunks of the old version: chunk hash to where its bytes are."""
+
+    def __init__(self) -> None:
+        self._where: dict[bytes, tuple[SourceKey, int, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def add(self, digest: bytes, source: SourceKey, offset: int, length: int) -> None:
+        """Chunk ``digest`` is ``length`` bytes at ``offset`` of old segment content ``source``."""
+        self._where.setdefault(digest, (source, offset, length))
+
+    def add_chunks(self, source: SourceKey, chunks: Iterable[tuple[int, int, bytes]]) -> None:
+        """Add ``(offset, length, digest)`` chunks of one old segment's content."""
+        for offset, length, digest in chunks:
+            self.add(digest, source, offset, length)
+
+    def find(self, digest: bytes, length: int) -> tuple[SourceKey, int] | None:
+        """Where a chunk of this digest and length lies, if the old version has it."""
+        found = self._where.get(digest)
+        if found is None or found[2] != length:
+            return None
+        return found[0], found[1]
+
+
+def plan_update(index: DeltaIndex, old: ChunkCatalogue[SourceKey]) -> UpdatePlan[SourceKey]:
+    """Plan every segment of the release described by ``index`` against the old chunks."""
+    plans: list[SegmentPlan[SourceKey]] = []
+    whole_bytes = 0
+    for file_number, indexed in enumerate(index.files):
+        for segment_number, segment in enumerate(indexed.segments):
+            plan = _plan_segment(file_number, segment_number, segment, old)
+            if plan.whole:
+                whole_bytes += segment.length
+            plans.append(plan)
+    return UpdatePlan(plans, whole_bytes)
+
+
+def _plan_segment(
+    file_number: int, segment_number: int, segment: Segment, old: ChunkCatalogue[SourceKey]
+) -> SegmentPlan[SourceKey]:
+    plan: SegmentPlan[SourceKey] = SegmentPlan(file_number, segment_number, segment.kind, False)
+    ops = plan.ops
+    offset = 0
+    for length, digest in segment.chunks:
+        found = old.find(digest, length)
+        if found is None:
+            last = ops[-1] if ops else None
+            if isinstance(last, Fetch) and last.offset + last.length == offset:
+                ops[-1] = Fetch(last.offset, last.length + length)
+            else:
+                ops.append(Fetch(offset, length))
+        else:
+            source, source_offset = found
+            last = ops[-1] if ops else None
+            if (
+                isinstance(last, Reuse)
+                and last.source == source
+                and last.offset + last.length == offset
+                and last.source_offset + last.length == source_offset
+            ):
+                ops[-1] = Reuse(source, last.source_offset, last.offset, last.length + length)
+            else:
+                ops.append(Reuse(source, source_offset, offset, length))
+        offset += length
+    if segment.kind != "raw" and plan.fetched >= segment.length:
+        plan.whole = True
+        plan.ops = []
+    return plan

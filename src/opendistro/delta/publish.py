@@ -1,0 +1,81 @@
+"""What a publisher puts beside a release so that users of the previous one fetch little.
+
+:func:`publish_delta` indexes the release (looking inside zips and compressed
+tarballs, :mod:`opendistro.delta.archives`) and writes, next to the data, the
+files a mirror serves (``spec/delta-index.md``):
+
+- ``NAME.odindex``: the delta index, beside the single file or the folder;
+- ``FILE.odcontent`` beside each file that has compressed segments: their
+  uncompressed content one after another, so that a client fetches changed
+  content with ``Range`` requests. Files without compressed segments get none.
+
+Both are derived from the data and can be made again at any time; seeders
+serve the same to peers over ``od_delta`` from their own copy.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..metainfo import Metainfo
+from ..mirrors.webseed import CONTENT_SUFFIX, DELTA_INDEX_SUFFIX
+from .archives import read_content, segment_file
+from .chunker import ChunkerParams
+from .index import DeltaIndex, IndexedFile, build_index
+
+__all__ = ["PublishedDelta", "content_path", "index_path", "publish_delta"]
+
+
+@dataclass(frozen=True)
+class PublishedDelta:
+    """The index and where its files were written."""
+
+    index: DeltaIndex
+    index_path: Path
+    index_size: int
+    content_paths: tuple[Path, ...]
+
+
+def _data_path(root: Path, metainfo: Metainfo, indexed: IndexedFile) -> Path:
+    parts = (metainfo.name, *indexed.path) if metainfo.is_multi_file else (metainfo.name,)
+    return root.joinpath(*parts)
+
+
+def index_path(root: Path, metainfo: Metainfo) -> Path:
+    """``root/NAME.odindex``: where the index of the release in ``root`` goes."""
+    return root / (metainfo.name + DELTA_INDEX_SUFFIX)
+
+
+def content_path(data_file: Path) -> Path:
+    """``FILE.odcontent`` beside a data file."""
+    return data_file.with_name(data_file.name + CONTENT_SUFFIX)
+
+
+def publish_delta(
+    metainfo: Metainfo, root: str | os.PathLike[str], params: ChunkerParams | None = None
+) -> PublishedDelta:
+    """Index the release in ``root`` (laid out as for seeding) and write its delta files."""
+    base = Path(root)
+    index = build_index(base, metainfo, params, segment_file, read_content)
+    written = []
+    for indexed in index.files:
+        compressed = [segment for segment in indexed.segments if segment.kind != "raw"]
+        if not compressed:
+            continue
+        source = _data_path(base, metainfo, indexed)
+        target = content_path(source)
+        partial = target.with_name(target.name + ".partial")
+        with open(partial, "wb") as out:
+            for segment in compressed:
+                for data in read_content(source, segment):
+                    out.write(data)
+        os.replace(partial, target)
+        written.append(target)
+    data = index.encode()
+    path = index_path(base, metainfo)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+    return PublishedDelta(index, path, len(data), tuple(written))

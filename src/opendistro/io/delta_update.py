@@ -1,0 +1,389 @@
+"""Building a new release from the previous one plus what changed, before the swarm starts.
+
+``get --previous OLD`` runs this first. It fetches the release's delta index
+(``spec/delta-index.md``) from a mirror, chunks the old files the same way
+(their compressed segments by content, so a .tar.gz or a wheel diffs well),
+plans what to reuse and what to fetch (:mod:`opendistro.delta.plan`), fetches
+the missing content with HTTP ``Range`` requests (file bytes for raw
+segments, the ``.odcontent`` sidecar for compressed ones), and writes the
+rebuilt files into the torrent's staging folder through
+:class:`~opendistro.storage.files.FileStorage`.
+
+It never decides what is correct: the torrent engine then hash-checks every
+piece of the staging folder, keeps those that match and downloads the rest
+from peers and mirrors as usual. A wrong index, a mirror serving bad content
+or a recompression that comes out different only costs those pieces. The old
+files are only read. Memory stays bounded: content moves in chunks, old
+compressed content and fetched ranges are spilled to scratch files that are
+deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import trio
+
+from .. import http_get
+from ..delta.archives import SegmentLayout, read_content, read_range, rebuild, segment_file
+from ..delta.chunker import chunk_stream
+from ..delta.index import DeltaIndex, IndexedFile, Segment
+from ..delta.plan import ChunkCatalogue, Fetch, Reuse, SegmentPlan, UpdatePlan, plan_update
+from ..errors import MirrorError, OpenDistroError
+from ..metainfo import FileEntry, Metainfo
+from ..mirrors.http import HttpMirror
+from ..mirrors.webseed import HttpSpan, content_url, delta_index_url, file_url
+from ..storage.files import FileStorage
+
+__all__ = ["DeltaOutcome", "catalogue_old_files", "update_from_previous"]
+
+_MAX_INDEX_BYTES = 64 << 20
+_COPY_SIZE = 1 << 20
+_MAX_OLD_FILES = 100_000
+_FETCH_GAP = 4096
+"""Missing ranges closer than this are fetched in one request (the gap is thrown away)."""
+
+OldSource = tuple[int, int, bool]
+"""Bytes of the old version: (old file number, segment number, whether its *content*).
+
+A compressed old segment is catalogued twice: by its content, which a new
+compressed segment reuses, and by its bytes as they are, which a new raw
+segment reuses (the publisher could not make that stream reproducible, so
+the new index describes it as raw bytes)."""
+
+
+@dataclass
+class DeltaOutcome:
+    """What the update reused, fetched and rebuilt."""
+
+    index_bytes: int = 0
+    bytes_reused: int = 0
+    bytes_fetched: int = 0
+    segments: int = 0
+    segments_whole: int = 0
+    raw_fallbacks: list[str] = field(default_factory=list)
+    """Index notes on compressed data the publisher could not make reproducible."""
+    failures: list[str] = field(default_factory=list)
+    """Segments that could not be rebuilt; the swarm fetches their pieces instead."""
+
+
+@dataclass
+class _OldFile:
+    path: Path
+    layouts: list[SegmentLayout]
+    spills: dict[int, Path]
+    """Segment number to a scratch file with that compressed segment's content."""
+
+
+def _old_files(previous: Sequence[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in previous:
+        if path.is_dir() and not path.is_symlink():
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink()))
+        elif path.is_file():
+            files.append(path)
+        if len(files) > _MAX_OLD_FILES:
+            raise OpenDistroError(f"more than {_MAX_OLD_FILES} files in the previous version")
+    return files
+
+
+def catalogue_old_files(
+    previous: Sequence[Path], index: DeltaIndex, scratch: Path
+) -> tuple[ChunkCatalogue[OldSource], dict[int, _OldFile]]:
+    """Chunk every old file's segments with the index's parameters (blocking).
+
+    Compressed segments' content is spilled to ``scratch`` as it is chunked,
+    so that reusing a chunk of it later is a positioned read.
+    """
+    catalogue: ChunkCatalogue[OldSource] = ChunkCatalogue()
+    olds: dict[int, _OldFile] = {}
+    for number, path in enumerate(_old_files(previous)):
+        try:
+            layouts = segment_file(path, find_recipes=False)
+        except (OSError, OpenDistroError):
+            continue
+        old = _OldFile(path, layouts, {})
+        olds[number] = old
+        for segment_number, layout in enumerate(layouts):
+            try:
+                raw = read_range(path, layout.offset, layout.length)
+                for chunk in chunk_stream(raw, index.params):
+                    catalogue.add(chunk.hash, (number, segment_number, False), chunk.offset,
+                                  chunk.length)
+                if layout.kind != "raw":
+                    _catalogue_content(catalogue, old, number, segment_number, index, scratch)
+            except (OSError, OpenDistroError):
+                continue  # an unreadable or broken old segment is simply not reused
+    return catalogue, olds
+
+
+def _catalogue_content(
+    catalogue: ChunkCatalogue[OldSource],
+    old: _OldFile,
+    number: int,
+    segment_number: int,
+    index: DeltaIndex,
+    scratch: Path,
+) -> None:
+    spill_path = scratch / f"old-{number}-{segment_number}"
+    old.spills[segment_number] = spill_path
+    with open(spill_path, "wb") as spill:
+        content = _tee(read_content(old.path, old.layouts[segment_number]), spill)
+        for chunk in chunk_stream(content, index.params):
+            catalogue.add(chunk.hash, (number, segment_number, True), chunk.offset, chunk.length)
+
+
+def _tee(content: Iterator[bytes], spill: BinaryIO) -> Iterator[bytes]:
+    for data in content:
+        spill.write(data)
+        yield data
+
+
+async def update_from_previous(
+    metainfo: Metainfo,
+    download_dir: Path,
+    previous: Sequence[Path],
+    mirrors: Sequence[str],
+    *,
+    http: HttpMirror | None = None,
+) -> DeltaOutcome:
+    """Rebuild what can be rebuilt of ``metainfo``'s files into its staging folder."""
+    if not mirrors:
+        raise MirrorError("a delta update needs a mirror with the release's delta index")
+    outcome = DeltaOutcome()
+    async with (http or HttpMirror()) as client:
+        index, base = await _fetch_index(client, metainfo, mirrors)
+        outcome.index_bytes = index[1]
+        delta_index = index[0]
+        download_dir.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".opendistro-delta-", dir=download_dir))
+        try:
+            catalogue, olds = await trio.to_thread.run_sync(
+                catalogue_old_files, previous, delta_index, scratch
+            )
+            plan = plan_update(delta_index, catalogue)
+            fetched = await _fetch_missing(client, metainfo, delta_index, plan, base, scratch)
+            outcome.bytes_fetched = fetched
+            await trio.to_thread.run_sync(
+                _assemble, metainfo, download_dir, delta_index, plan, olds, scratch, outcome
+            )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    outcome.segments = len(plan.segments)
+    outcome.segments_whole = sum(1 for segment in plan.segments if segment.whole)
+    outcome.bytes_reused = plan.content_reused
+    outcome.raw_fallbacks = [
+        f"{'/'.join(indexed.path)}: {segment.fallback_reason}"
+        for indexed in delta_index.files
+        for segment in indexed.segments
+        if segment.fallback_reason
+    ]
+    return outcome
+
+
+async def _fetch_index(
+    client: HttpMirror, metainfo: Metainfo, mirrors: Sequence[str]
+) -> tuple[tuple[DeltaIndex, int], str]:
+    errors = []
+    for base in mirrors:
+        url = delta_index_url(metainfo, base)
+        try:
+            data = await _fetch_small(url)
+            index = DeltaIndex.decode(data)
+        except OpenDistroError as exc:
+            errors.append(f"{url}: {exc}")
+            continue
+        if index.info_hash_v1 not in (None, metainfo.info_hash_v1) or index.info_hash_v2 not in (
+            None,
+            metainfo.info_hash_v2,
+        ):
+            errors.append(f"{url}: the index belongs to another release")
+            continue
+        return (index, len(data)), base
+    raise MirrorError("no delta index: " + "; ".join(errors))
+
+
+async def _fetch_small(url: str) -> bytes:
+    status, body = await http_get.get(
+        url, error=MirrorError, what="mirror", max_body=_MAX_INDEX_BYTES, timeout=30
+    )
+    if status != 200:
+        raise MirrorError(f"{url} answered HTTP {status}")
+    return body
+
+
+def _content_offsets(indexed: IndexedFile) -> dict[int, int]:
+    """Segment number to where its content starts in the file's ``.odcontent`` sidecar."""
+    offsets, position = {}, 0
+    for number, segment in enumerate(indexed.segments):
+        if segment.kind != "raw":
+            offsets[number] = position
+            position += segment.content_length
+    return offsets
+
+
+async def _fetch_missing(
+    client: HttpMirror,
+    metainfo: Metainfo,
+    index: DeltaIndex,
+    plan: UpdatePlan[OldSource],
+    base: str,
+    scratch: Path,
+) -> int:
+    """Fetch every missing range into scratch files, one per segment; returns the bytes."""
+    entries = metainfo.data_files()
+    total = 0
+    for segment_plan in plan.segments:
+        indexed = index.files[segment_plan.file]
+        segment = indexed.segments[segment_plan.segment]
+        entry = entries[segment_plan.file]
+        ranges = _ranges(segment_plan, segment)
+        if not ranges:
+            continue
+        sidecar = _content_offsets(indexed)
+        target = scratch / f"new-{segment_plan.file}-{segment_plan.segment}"
+        with open(target, "wb") as out:
+            for start, length in ranges:
+                span = _span(metainfo, base, entry, indexed, segment, segment_plan, sidecar,
+                             start, length)
+                buffer = bytearray(length)
+                await client.fetch_span(span, memoryview(buffer))
+                out.seek(start)
+                out.write(buffer)
+                total += length
+    return total
+
+
+def _ranges(plan: SegmentPlan[OldSource], segment: Segment) -> list[tuple[int, int]]:
+    """The byte ranges to fetch: content ranges, or the whole segment; near ones merged."""
+    if plan.whole:
+        return [(0, segment.length)]
+    merged: list[tuple[int, int]] = []
+    for op in plan.ops:
+        if not isinstance(op, Fetch):
+            continue
+        if merged and op.offset - (merged[-1][0] + merged[-1][1]) <= _FETCH_GAP:
+            start = merged[-1][0]
+            merged[-1] = (start, op.offset + op.length - start)
+        else:
+            merged.append((op.offset, op.length))
+    return merged
+
+
+def _span(
+    metainfo: Metainfo,
+    base: str,
+    entry: FileEntry,
+    indexed: IndexedFile,
+    segment: Segment,
+    plan: SegmentPlan[OldSource],
+    sidecar: dict[int, int],
+    start: int,
+    length: int,
+) -> HttpSpan:
+    if plan.whole or segment.kind == "raw":
+        offset = segment.offset + start
+        return HttpSpan(file_url(metainfo, base, entry), offset, offset + length - 1,
+                        entry.offset + offset, entry.length)
+    sidecar_length = sum(s.content_length for s in indexed.segments if s.kind != "raw")
+    offset = sidecar[plan.segment] + start
+    return HttpSpan(content_url(metainfo, base, entry), offset, offset + length - 1, offset,
+                    sidecar_length)
+
+
+def _assemble(
+    metainfo: Metainfo,
+    download_dir: Path,
+    index: DeltaIndex,
+    plan: UpdatePlan[OldSource],
+    olds: dict[int, _OldFile],
+    scratch: Path,
+    outcome: DeltaOutcome,
+) -> None:
+    """Write every segment's bytes into the staging folder (blocking)."""
+    storage = FileStorage(
+        download_dir=download_dir,
+        name=metainfo.name,
+        files=metainfo.files,
+        piece_length=metainfo.piece_length,
+        total_length=metainfo.total_length,
+        is_multi_file=metainfo.is_multi_file,
+        mode="download",
+    )
+    entries = metainfo.data_files()
+    try:
+        storage.preallocate()
+        for segment_plan in plan.segments:
+            indexed = index.files[segment_plan.file]
+            segment = indexed.segments[segment_plan.segment]
+            entry = entries[segment_plan.file]
+            fetched = scratch / f"new-{segment_plan.file}-{segment_plan.segment}"
+            try:
+                data = _segment_bytes(segment, segment_plan, olds, fetched)
+                _write(storage, metainfo, entry.offset + segment.offset, data)
+            except (OSError, OpenDistroError) as exc:
+                outcome.failures.append(f"{'/'.join(indexed.path)} segment "
+                                        f"{segment_plan.segment}: {exc}")
+        storage.flush()
+    finally:
+        storage.close()
+
+
+def _segment_bytes(
+    segment: Segment, plan: SegmentPlan[OldSource], olds: dict[int, _OldFile], fetched: Path
+) -> Iterator[bytes]:
+    if plan.whole:
+        yield from _read_range(fetched, 0, segment.length)
+        return
+    content = _content(plan, olds, fetched)
+    if segment.kind == "raw":
+        yield from content
+        return
+    yield from rebuild(segment, content)
+
+
+def _content(
+    plan: SegmentPlan[OldSource], olds: dict[int, _OldFile], fetched: Path
+) -> Iterator[bytes]:
+    for op in plan.ops:
+        if isinstance(op, Fetch):
+            yield from _read_range(fetched, op.offset, op.length)
+            continue
+        assert isinstance(op, Reuse)
+        old_number, segment_number, is_content = op.source
+        old = olds[old_number]
+        if is_content:
+            yield from _read_range(old.spills[segment_number], op.source_offset, op.length)
+        else:
+            start = old.layouts[segment_number].offset + op.source_offset
+            yield from _read_range(old.path, start, op.length)
+
+
+def _read_range(path: Path, offset: int, length: int) -> Iterator[bytes]:
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        while length > 0:
+            data = handle.read(min(length, _COPY_SIZE))
+            if not data:
+                raise OSError(f"{os.fspath(path)} ends before the range it should hold")
+            length -= len(data)
+            yield data
+
+
+def _write(storage: FileStorage, metainfo: Metainfo, offset: int, data: Iterator[bytes]) -> None:
+    """Write ``data`` at torrent offset ``offset`` (piece space), piece by piece."""
+    piece_length = metainfo.piece_length
+    for block in data:
+        view = memoryview(block)
+        while view:
+            index, begin = divmod(offset, piece_length)
+            count = min(len(view), piece_length - begin)
+            storage.write_block(index, begin, view[:count])
+            view = view[count:]
+            offset += count
