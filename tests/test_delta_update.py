@@ -222,3 +222,61 @@ async def test_create_get_previous_and_delta_index_on_the_command_line(tmp_path:
     assert (tmp_path / "dl" / new.name).read_bytes() == new.read_bytes()
     assert result["delta"]["used"] and result["bytes_reused"] > 1_000_000
     assert result["bytes_from_mirrors"] < new.stat().st_size * 0.15  # index included
+
+
+async def update_from_seeder(
+    new_root: Path, metainfo: Metainfo, previous: list[Path], target: Path
+) -> tuple[DeltaOutcome, int, int]:
+    """Publish, seed (the seeder serves the index and content over od_delta), rebuild, finish."""
+    publish_delta(metainfo, new_root)
+    async with Client(host=LOOPBACK) as seeder, Client(host=LOOPBACK) as leecher:
+        seeding = await seeder.seed(metainfo, new_root)
+        address = (LOOPBACK, seeder.port)
+        outcome = await update_from_previous(metainfo, target, previous, [], peers=[address])
+        torrent = await leecher.add_torrent(metainfo, target, peers=[address])
+        with trio.fail_after(60):
+            await torrent.complete.wait()
+        served = seeding.delta_server.requests_served
+        status = torrent.status()
+    assert torrent.error is None
+    return outcome, status.bytes_from_peers, served
+
+
+async def test_a_seeder_serves_the_index_and_changed_content_over_od_delta(
+    tmp_path: Path,
+) -> None:
+    old_members = members(6)
+    new_members = dict(old_members)
+    new_members["pkg/module2.py"] = b"# moved up\n" + old_members["pkg/module2.py"]
+    old = tarball(tmp_path / "old" / "pkg-1.0.tar.gz", old_members)
+    new, metainfo = release(tmp_path / "new", "pkg-1.1.tar.gz", lambda p: tarball(p, new_members))
+    outcome, from_peers, served = await update_from_seeder(
+        new.parent, metainfo, [old], tmp_path / "dl"
+    )
+    assert (tmp_path / "dl" / new.name).read_bytes() == new.read_bytes()
+    assert served > 0 and outcome.index_bytes > 0
+    assert from_peers == 0, "every piece was rebuilt from the old version and od_delta content"
+    assert outcome.bytes_fetched + outcome.index_bytes < new.stat().st_size * 0.15
+
+
+async def test_over_od_delta_a_multi_file_release_with_a_wheel_inside(tmp_path: Path) -> None:
+    old_members = members(7)
+    new_members = dict(old_members)
+    new_members["pkg/module1.py"] = old_members["pkg/module1.py"].replace(b"self", b"this", 3)
+    rng = random.Random(8)
+    blob = rng.randbytes(300_000)
+    old_root = tmp_path / "old" / "bundle-1.0"
+    wheel(old_root / "pkg-1.0-py3-none-any.whl", old_members)
+    write(old_root / "data" / "blob.bin", blob)
+    new_root = tmp_path / "new" / "bundle-1.1"
+    wheel(new_root / "pkg-1.1-py3-none-any.whl", new_members)
+    write(new_root / "data" / "blob.bin", blob[:1000] + b"!" + blob[1000:])
+    metainfo = create_torrent(new_root, version="hybrid", piece_length=65536)
+    outcome, from_peers, served = await update_from_seeder(
+        new_root.parent, metainfo, [old_root], tmp_path / "dl"
+    )
+    for name in ("pkg-1.1-py3-none-any.whl", "data/blob.bin"):
+        rebuilt = tmp_path / "dl" / "bundle-1.1" / name
+        assert rebuilt.read_bytes() == (new_root / name).read_bytes()
+    assert served > 0 and from_peers < 200_000
+    assert outcome.bytes_reused > 1_000_000

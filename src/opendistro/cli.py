@@ -28,6 +28,7 @@ from .errors import (
     DownloadError,
     IntegrityError,
     MagnetError,
+    ManifestError,
     MetainfoError,
     MetalinkError,
     MirrorError,
@@ -266,6 +267,25 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", type=Path)
     demo.add_argument("--json", action="store_true")
     _add_signing_commands(commands)
+
+    update = commands.add_parser(
+        "update", help="bring a folder of packages up to date from a release manifest"
+    )
+    update.add_argument("manifest", metavar="MANIFEST", help="the manifest: a path or a URL")
+    update.add_argument(
+        "--dir", type=Path, required=True, metavar="PACKAGES", help="the folder of packages"
+    )
+    update.add_argument(
+        "--mirror", action="append", default=[], metavar="URL",
+        help="an HTTP mirror for every package, besides the manifest's; repeatable",
+    )
+    update.add_argument(
+        "--sources",
+        choices=[policy.value for policy in SourcePolicy],
+        default=SourcePolicy.PREFER_P2P.value,
+    )
+    update.add_argument("--json", action="store_true")
+    _add_peer_options(update)
     return parser
 
 
@@ -804,6 +824,12 @@ async def _get(args: argparse.Namespace) -> int:
                 sequential=args.sequential,
                 sources=policy,
                 mirrors=args.mirror,
+                # Having updated with it, we serve the index on to others doing the same.
+                delta_index=(
+                    delta.index.encode()
+                    if isinstance(delta, DeltaOutcome) and delta.index is not None
+                    else None
+                ),
             )
         printer = None if args.json else ProgressPrinter(sys.stderr)
         await _wait_with_progress(torrent, printer)
@@ -842,7 +868,9 @@ async def _delta_update(args: argparse.Namespace, metainfo: Metainfo) -> DeltaOu
     """Rebuild what ``--previous`` already holds; a failure only means a full download."""
     mirrors = list(dict.fromkeys([*args.mirror, *metainfo.url_list]))
     try:
-        return await update_from_previous(metainfo, args.output, args.previous, mirrors)
+        return await update_from_previous(
+            metainfo, args.output, args.previous, mirrors, peers=args.peer
+        )
     except OpenDistroError as exc:
         return str(exc)
 
@@ -868,6 +896,38 @@ def _describe_delta(delta: DeltaOutcome | str | None) -> dict[str, Any] | None:
         "raw_fallbacks": delta.raw_fallbacks,
         "failures": delta.failures,
     }
+
+
+async def _update(args: argparse.Namespace) -> int:
+    """``update MANIFEST --dir PACKAGES``: every package to its newest release, deltas first."""
+    from .io.package_update import load_manifest, update_packages
+
+    manifest = await load_manifest(args.manifest)
+    report = await update_packages(
+        manifest,
+        args.manifest,
+        args.dir,
+        mirrors=args.mirror,
+        peers=args.peer,
+        sources=SourcePolicy(args.sources),
+        client=lambda: _client(args),
+    )
+    if args.json:
+        print(json.dumps({"ok": True, **report.to_json()}))
+        return 0
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    for result in report.updated:
+        how = result.method + (f" ({result.reason})" if result.reason else "")
+        print(f"{result.name}: {result.old_version or '-'} -> {result.new_version}, {how}: "
+              f"{result.bytes_transferred} bytes transferred, {result.bytes_saved} saved "
+              f"of {result.full_bytes}")
+    for name, version in report.current.items():
+        print(f"{name}: {version}, up to date")
+    share = report.bytes_transferred / report.full_bytes if report.full_bytes else 0.0
+    print(f"total: {len(report.updated)} updated, {report.bytes_transferred} of "
+          f"{report.full_bytes} bytes transferred ({share:.0%}), {report.bytes_saved} saved")
+    return 0
 
 
 async def _get_metalink(args: argparse.Namespace) -> int:
@@ -949,6 +1009,7 @@ _ERROR_LABELS: tuple[tuple[type[BaseException], str], ...] = (
     (MagnetError, "invalid magnet link"),
     (MetalinkError, "invalid Metalink"),
     (DeltaIndexError, "invalid delta index"),
+    (ManifestError, "invalid release manifest"),
     (MirrorError, "mirror failed"),
     (UnsafePathError, "unsafe path"),
     (MetainfoError, "invalid torrent"),
@@ -996,7 +1057,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .demo import run_demo
 
             return trio.run(run_demo, args)
-        runner = {"tracker": _tracker, "mirror": _mirror, "seed": _seed, "get": _get}[
+        runner = {"tracker": _tracker, "mirror": _mirror, "seed": _seed, "get": _get,
+                  "update": _update}[
             args.command
         ]
         return trio.run(runner, args)

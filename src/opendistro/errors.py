@@ -21,6 +21,7 @@ __all__ = [
     "IntegrityError",
     "LocalProtocolError",
     "MagnetError",
+    "ManifestError",
     "MetainfoError",
     "MetalinkError",
     "MirrorDataError",
@@ -115,6 +116,10 @@ class DeltaError(OpenDistroError):
 
 class DeltaIndexError(DeltaError, ValueError):
     """A delta index is malformed, inconsistent or exceeds a limit."""
+
+
+class ManifestError(OpenDistroError, ValueError):
+    """A release manifest is malformed, inconsistent (missing or cyclic dependencies) or too big."""
 
 
 class DownloadError(OpenDistroError):

@@ -190,6 +190,7 @@ class Client:
         sequential: bool = False,
         sources: SourcePolicy = SourcePolicy.PREFER_P2P,
         mirrors: Sequence[str] = (),
+        delta_index: bytes | None = None,
     ) -> Torrent:
         """Download (or, with ``seed_only``, seed from) ``download_dir``; returns at once.
 
@@ -197,6 +198,9 @@ class Client:
         ``mirrors`` are base URLs of HTTP mirrors (BEP 19 layout) used beside
         the torrent's own web seeds (``url-list``); ``sources`` says when they
         are used beside its peers (see :class:`~opendistro.swarm.sources.SourcePolicy`).
+        ``delta_index`` (an encoded delta index of this torrent) is served to peers
+        updating from an older version once the data is complete; by default the
+        one published beside the data (``NAME.odindex``) is.
 
         ``upload_limit`` and ``download_limit`` (bytes per second) cap this
         torrent; the client's own limits apply on top.
@@ -210,6 +214,7 @@ class Client:
             sequential=sequential,
             sources=sources,
             mirrors=mirrors,
+            delta_index=delta_index,
         )
         torrent.upload_throttle.set_rate(upload_limit)
         torrent.download_throttle.set_rate(download_limit)

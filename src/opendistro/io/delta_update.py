@@ -23,7 +23,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -40,8 +41,16 @@ from ..metainfo import FileEntry, Metainfo
 from ..mirrors.http import HttpMirror
 from ..mirrors.webseed import HttpSpan, content_url, delta_index_url, file_url
 from ..storage.files import FileStorage
+from .delta_peer import DeltaPeer, DeltaPeerError
 
-__all__ = ["DeltaOutcome", "catalogue_old_files", "update_from_previous"]
+__all__ = [
+    "ChooseFiles",
+    "DeltaOutcome",
+    "FileCost",
+    "catalogue_old_files",
+    "file_costs",
+    "update_from_previous",
+]
 
 _MAX_INDEX_BYTES = 64 << 20
 _COPY_SIZE = 1 << 20
@@ -71,6 +80,30 @@ class DeltaOutcome:
     """Index notes on compressed data the publisher could not make reproducible."""
     failures: list[str] = field(default_factory=list)
     """Segments that could not be rebuilt; the swarm fetches their pieces instead."""
+    index: DeltaIndex | None = None
+    """The index used (a client that completes serves it on to others)."""
+    file_costs: list[FileCost] = field(default_factory=list)
+    """Per new file, what its delta would fetch (as planned, before any choice)."""
+    files_rebuilt: list[int] = field(default_factory=list)
+    """Numbers (in ``data_files()``) of the files rebuilt here; the others are left to the
+    ordinary download."""
+
+
+@dataclass(frozen=True)
+class FileCost:
+    """What rebuilding one new file from the old version would fetch, as planned."""
+
+    file: int
+    """Its number among the torrent's data files."""
+    path: tuple[str, ...]
+    length: int
+    bytes_to_fetch: int
+    """Content ranges to fetch (near ones merged, as requested) plus segments fetched whole."""
+    bytes_reused: int
+
+
+ChooseFiles = Callable[[int, Sequence[FileCost]], Collection[int]]
+"""Given the index's size and every file's cost, the files worth rebuilding by delta."""
 
 
 @dataclass
@@ -151,16 +184,36 @@ async def update_from_previous(
     previous: Sequence[Path],
     mirrors: Sequence[str],
     *,
+    peers: Sequence[tuple[str, int]] = (),
     http: HttpMirror | None = None,
+    choose: ChooseFiles | None = None,
 ) -> DeltaOutcome:
-    """Rebuild what can be rebuilt of ``metainfo``'s files into its staging folder."""
-    if not mirrors:
-        raise MirrorError("a delta update needs a mirror with the release's delta index")
+    """Rebuild what can be rebuilt of ``metainfo``'s files into its staging folder.
+
+    The index and missing content come from the first of ``peers`` that
+    serves them over ``od_delta``, else from ``mirrors``. Segments not worth
+    a delta (fetched whole) come from a mirror, or with only peers are left
+    to the ordinary download, which fetches whatever pieces are still wrong.
+
+    ``choose``, when given, sees every file's planned cost (and the index's
+    size) before anything is fetched and returns the files worth rebuilding;
+    the others are left to the ordinary download, as if there were no delta.
+    """
+    if not mirrors and not peers:
+        raise MirrorError("a delta update needs a peer or a mirror serving the delta index")
     outcome = DeltaOutcome()
-    async with (http or HttpMirror()) as client:
-        index, base = await _fetch_index(client, metainfo, mirrors)
-        outcome.index_bytes = index[1]
-        delta_index = index[0]
+    async with (http or HttpMirror()) as client, AsyncExitStack() as stack:
+        peer = await _delta_peer(stack, metainfo, peers)
+        if peer is not None:
+            index_data = await peer.fetch_index()
+            delta_index = _decode_index(index_data, metainfo, peer.label)
+            base = mirrors[0] if mirrors else None
+            outcome.index_bytes = len(index_data)
+        else:
+            (delta_index, outcome.index_bytes), base = await _fetch_index(
+                client, metainfo, mirrors
+            )
+        outcome.index = delta_index
         download_dir.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=".opendistro-delta-", dir=download_dir))
         try:
@@ -168,8 +221,17 @@ async def update_from_previous(
                 catalogue_old_files, previous, delta_index, scratch
             )
             plan = plan_update(delta_index, catalogue)
-            fetched = await _fetch_missing(client, metainfo, delta_index, plan, base, scratch)
-            outcome.bytes_fetched = fetched
+            outcome.file_costs = file_costs(delta_index, plan)
+            if choose is not None:
+                wanted = set(choose(outcome.index_bytes, outcome.file_costs))
+                plan = _only_files(plan, delta_index, wanted)
+            outcome.files_rebuilt = sorted({segment.file for segment in plan.segments})
+            if choose is not None and not plan.segments:
+                return outcome  # no delta pays: the ordinary download fetches everything
+            source = _Sources(client, base, peer)
+            outcome.bytes_fetched = await _fetch_missing(
+                source, metainfo, delta_index, plan, scratch
+            )
             await trio.to_thread.run_sync(
                 _assemble, metainfo, download_dir, delta_index, plan, olds, scratch, outcome
             )
@@ -185,6 +247,40 @@ async def update_from_previous(
         if segment.fallback_reason
     ]
     return outcome
+
+
+async def _delta_peer(
+    stack: AsyncExitStack, metainfo: Metainfo, peers: Sequence[tuple[str, int]]
+) -> DeltaPeer | None:
+    """A connection to the first peer that serves the delta index, if any does."""
+    peer_id = b"-OD0001-" + os.urandom(12)  # not the client's: this is a side connection
+    for address in peers:
+        try:
+            peer = await stack.enter_async_context(
+                DeltaPeer(address, metainfo.wire_info_hash, peer_id)
+            )
+        except DeltaPeerError:
+            continue
+        if peer.index_size is not None:
+            return peer
+        await peer.aclose()
+    return None
+
+
+def _decode_index(data: bytes, metainfo: Metainfo, where: str) -> DeltaIndex:
+    index = DeltaIndex.decode(data)
+    if (index.info_hash_v1, index.info_hash_v2) != (metainfo.info_hash_v1, metainfo.info_hash_v2):
+        raise DeltaPeerError(f"{where}: the delta index belongs to another release")
+    return index
+
+
+@dataclass
+class _Sources:
+    """Where missing bytes come from: a peer over od_delta and/or a mirror."""
+
+    http: HttpMirror
+    base: str | None
+    peer: DeltaPeer | None
 
 
 async def _fetch_index(
@@ -229,11 +325,10 @@ def _content_offsets(indexed: IndexedFile) -> dict[int, int]:
 
 
 async def _fetch_missing(
-    client: HttpMirror,
+    sources: _Sources,
     metainfo: Metainfo,
     index: DeltaIndex,
     plan: UpdatePlan[OldSource],
-    base: str,
     scratch: Path,
 ) -> int:
     """Fetch every missing range into scratch files, one per segment; returns the bytes."""
@@ -246,8 +341,21 @@ async def _fetch_missing(
         ranges = _ranges(segment_plan, segment)
         if not ranges:
             continue
-        sidecar = _content_offsets(indexed)
         target = scratch / f"new-{segment_plan.file}-{segment_plan.segment}"
+        if sources.peer is not None and not segment_plan.whole:
+            wanted = [(segment_plan.file, segment_plan.segment, start, length)
+                      for start, length in ranges]
+            try:
+                total += await sources.peer.fetch_content(wanted, target)
+                continue
+            except DeltaPeerError:
+                sources.peer = None  # the mirror, if any, takes over from here
+                target.unlink(missing_ok=True)
+        base = sources.base
+        if base is None:
+            continue  # fetched whole by the ordinary download: its pieces will fail the check
+        client = sources.http
+        sidecar = _content_offsets(indexed)
         with open(target, "wb") as out:
             for start, length in ranges:
                 span = _span(metainfo, base, entry, indexed, segment, segment_plan, sidecar,
@@ -258,6 +366,34 @@ async def _fetch_missing(
                 out.write(buffer)
                 total += length
     return total
+
+
+def file_costs(index: DeltaIndex, plan: UpdatePlan[OldSource]) -> list[FileCost]:
+    """What the plan would fetch and reuse for each file of the new release."""
+    fetch = [0] * len(index.files)
+    reuse = [0] * len(index.files)
+    for segment_plan in plan.segments:
+        segment = index.files[segment_plan.file].segments[segment_plan.segment]
+        fetch[segment_plan.file] += sum(length for _, length in _ranges(segment_plan, segment))
+        if not segment_plan.whole:
+            reuse[segment_plan.file] += segment_plan.reused
+    return [
+        FileCost(number, indexed.path, indexed.length, fetch[number], reuse[number])
+        for number, indexed in enumerate(index.files)
+    ]
+
+
+def _only_files(
+    plan: UpdatePlan[OldSource], index: DeltaIndex, files: set[int]
+) -> UpdatePlan[OldSource]:
+    """The part of ``plan`` that rebuilds ``files``; the rest is left to the download."""
+    kept = [segment for segment in plan.segments if segment.file in files]
+    whole = sum(
+        index.files[segment.file].segments[segment.segment].length
+        for segment in kept
+        if segment.whole
+    )
+    return UpdatePlan(kept, whole)
 
 
 def _ranges(plan: SegmentPlan[OldSource], segment: Segment) -> list[tuple[int, int]]:
@@ -338,6 +474,8 @@ def _assemble(
 def _segment_bytes(
     segment: Segment, plan: SegmentPlan[OldSource], olds: dict[int, _OldFile], fetched: Path
 ) -> Iterator[bytes]:
+    if plan.whole and not fetched.exists():
+        return  # left to the ordinary download
     if plan.whole:
         yield from _read_range(fetched, 0, segment.length)
         return

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, TypeAlias
 import trio
 
 from ..bitfield import Bitfield
+from ..delta.index import MAX_INDEX_SIZE
 from ..errors import (
     ConfigError,
     IntegrityError,
@@ -34,6 +35,7 @@ from ..errors import (
 from ..integrity.pieces import PieceVerifier
 from ..magnet import MagnetLink
 from ..metainfo import Metainfo
+from ..mirrors.webseed import DELTA_INDEX_SUFFIX
 from ..storage.check import check_pieces
 from ..storage.files import FileStorage
 from ..storage.resume import ResumeStore
@@ -74,6 +76,7 @@ from ..wire.extensions.ut_pex import (
     is_local_address,
 )
 from ..wire.messages import Extended, Hashes, HashReject, HashRequest, HaveNone, Piece
+from .delta_server import DeltaServer
 from .mirrors import MirrorSource, MirrorSources
 from .peer import PeerSession
 from .throttle import Throttle, ThrottledStream
@@ -87,10 +90,14 @@ __all__ = ["OUR_EXTENSIONS", "Source", "Torrent", "TorrentState", "TorrentStatus
 Source: TypeAlias = PeerSession | MirrorSource
 """Who the swarm session downloads from: a peer connection or an HTTP mirror."""
 
-OUR_EXTENSIONS = {"ut_metadata": 3, "ut_pex": 1}
+OUR_EXTENSIONS = {"ut_metadata": 3, "ut_pex": 1, "od_delta": 4}
 """BEP 10 message ids we assign to the extensions we speak."""
 
 RESUME_SAVE_INTERVAL = 5.0
+HASHERS = 2
+"""Worker threads hashing pieces at once: hashlib lets go of the GIL, so two cores help."""
+HASH_BATCH_BYTES = 4 << 20
+"""Queued pieces one worker-thread call may take, at least one piece whatever its size."""
 TRACKER_RETRY = 15.0
 TICK_INTERVAL = 1.0
 
@@ -141,6 +148,7 @@ class Torrent:
         sequential: bool = False,
         sources: SourcePolicy = SourcePolicy.PREFER_P2P,
         mirrors: Sequence[str] = (),
+        delta_index: bytes | None = None,
     ) -> None:
         self.client = client
         self.info_hash = info_hash
@@ -171,8 +179,11 @@ class Torrent:
         self.stopped = trio.Event()
         self._buffers: dict[int, bytearray] = {}
         self._assembler: MetadataAssembler | None = None
-        self._hash_limiter = trio.CapacityLimiter(2)
+        self._unverified: collections.deque[tuple[int, bytearray]] = collections.deque()
+        self._hashers = 0
         self.v2_hashes = V2Hashes(self)
+        self.delta_server = DeltaServer(self)
+        self._delta_index = delta_index
         self.candidates = PeerCandidates()
         self._pex_senders: dict[PeerSession, PexSender] = {}
         self._pex_receivers: dict[PeerSession, PexReceiver] = {}
@@ -267,6 +278,7 @@ class Torrent:
         self.nursery = nursery
         try:
             if self.metainfo is not None:
+                self._load_delta_index()
                 await self._prepare()
                 self._start_mirrors()
             if not self.sources.uses_peers:
@@ -278,6 +290,24 @@ class Torrent:
                 self.client.connect_soon(self, address)
         except OpenDistroError as exc:
             self._fail(str(exc))
+
+    def _load_delta_index(self) -> None:
+        """Serve a delta index over ``od_delta``: the one given, or the one published beside
+        the data (``NAME.odindex``, see :mod:`opendistro.delta.publish`)."""
+        metainfo = self.metainfo
+        assert metainfo is not None
+        data = self._delta_index
+        if data is None:
+            beside = self.download_dir / (metainfo.name + DELTA_INDEX_SUFFIX)
+            try:
+                with open(beside, "rb") as handle:
+                    data = handle.read(MAX_INDEX_SIZE + 1)
+            except OSError:
+                return
+        try:
+            self.delta_server.load(data)
+        except OpenDistroError as exc:
+            self.client.log(f"not serving the delta index: {exc}")
 
     def mirror_urls(self) -> list[str]:
         """Every mirror base URL of this download, without repeats, in the order given."""
@@ -435,6 +465,7 @@ class Torrent:
     def close(self) -> None:
         """Save resume state and release files, once the peer tasks have stopped."""
         self.stopped.set()
+        self.delta_server.close()
         if self._resume is not None:
             self._save_resume()
             self._resume.close()
@@ -565,12 +596,14 @@ class Torrent:
                     reqq=500,
                     metadata_size=size,
                     yourip=_packed_address(peer.address[0]),
+                    extra=self.delta_server.handshake_extra(),
                 )
             )
 
     def peer_gone(self, peer: PeerSession) -> None:
         self.peers.discard(peer)
         self.v2_hashes.peer_lost(peer)
+        self.delta_server.peer_gone(peer)
         self._pex_senders.pop(peer, None)
         self._pex_receivers.pop(peer, None)
         if self.session is not None:
@@ -607,9 +640,11 @@ class Torrent:
                 assert data is not None
                 self._store_block(action, data)
             elif isinstance(action, VerifyPiece):
-                buffer = self._buffers.pop(action.index)
-                assert self.nursery is not None
-                self.nursery.start_soon(self._verify_piece, action.index, buffer)
+                self._unverified.append((action.index, self._buffers.pop(action.index)))
+                if self._hashers < HASHERS:
+                    assert self.nursery is not None
+                    self._hashers += 1
+                    self.nursery.start_soon(self._hash_pieces)
             elif isinstance(action, ServeBlock):
                 if isinstance(action.peer, PeerSession):
                     action.peer.queue_upload(action.index, action.begin, action.length)
@@ -714,17 +749,48 @@ class Torrent:
         self.storage.write_block(index, 0, view)
         return True, block_digests(view, block_size) if digests_if_good else None
 
-    async def _verify_piece(self, index: int, data: bytearray) -> None:
-        assert self.session is not None
-        wanted = self.session.needs_block_digests(index)
+    def _verify_batch(
+        self, batch: list[tuple[int, bytearray, bool]], block_size: int
+    ) -> list[tuple[bool, dict[int, bytes] | None]]:
+        """:meth:`_verify_and_write` for each piece of ``batch``, in one worker-thread call."""
+        return [
+            self._verify_and_write(index, data, block_size, wanted)
+            for index, data, wanted in batch
+        ]
+
+    async def _hash_pieces(self) -> None:
+        """Verify and write queued pieces until the queue is empty.
+
+        A thread call per piece costs two passes of the event loop, and on a fast
+        link the loop is busy with incoming blocks: one piece at a time, hashing
+        fell behind the network and back-pressure stalled the download. So each
+        call takes everything queued, up to :data:`HASH_BATCH_BYTES`: one piece
+        when hashing keeps up, more (and fewer passes per piece) when it does not.
+        """
         try:
-            async with self._hash_limiter:
-                good, digests = await trio.to_thread.run_sync(
-                    self._verify_and_write, index, data, self.session.config.block_size, wanted
-                )
-        except (IntegrityError, StorageError) as exc:
-            self._fail(str(exc))
-            return
+            while self._unverified and self.session is not None:
+                session = self.session
+                batch: list[tuple[int, bytearray, bool]] = []
+                size = 0
+                while self._unverified and (not batch or size < HASH_BATCH_BYTES):
+                    index, data = self._unverified.popleft()
+                    batch.append((index, data, session.needs_block_digests(index)))
+                    size += len(data)
+                try:
+                    results = await trio.to_thread.run_sync(
+                        self._verify_batch, batch, session.config.block_size
+                    )
+                except (IntegrityError, StorageError) as exc:
+                    self._fail(str(exc))
+                    return
+                for (index, data, _), (good, digests) in zip(batch, results, strict=True):
+                    self._piece_verified(index, data, good, digests)
+        finally:
+            self._hashers -= 1
+
+    def _piece_verified(
+        self, index: int, data: bytearray, good: bool, digests: dict[int, bytes] | None
+    ) -> None:
         if self.stopped.is_set() or self.session is None:
             return  # resume state is already saved; this piece is simply fetched again
         if good:
@@ -733,7 +799,8 @@ class Torrent:
             self.hash_failures += 1
         self.execute(self.session.piece_checked(index, good, trio.current_time(), digests))
         if not good and self.session.needs_block_digests(index):
-            await self.v2_hashes.piece_failed(index, data)
+            assert self.nursery is not None
+            self.nursery.start_soon(self.v2_hashes.piece_failed, index, data)
 
     # -- BEP 9 metadata -----------------------------------------------------
 
@@ -767,6 +834,9 @@ class Torrent:
         name = peer.connection.extension_name(message.extension_id)
         if name == "ut_pex":
             self._receive_pex(peer, message.payload)
+            return
+        if name == "od_delta":
+            self.delta_server.handle(peer, message.payload)
             return
         if name != "ut_metadata":
             return
