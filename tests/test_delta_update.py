@@ -24,6 +24,7 @@ import trio
 
 from opendistro.create import create_torrent
 from opendistro.delta.publish import publish_delta
+from opendistro.errors import MirrorError
 from opendistro.io.client import Client
 from opendistro.io.delta_update import DeltaOutcome, update_from_previous
 from opendistro.metainfo import Metainfo
@@ -280,3 +281,21 @@ async def test_over_od_delta_a_multi_file_release_with_a_wheel_inside(tmp_path: 
         assert rebuilt.read_bytes() == (new_root / name).read_bytes()
     assert served > 0 and from_peers < 200_000
     assert outcome.bytes_reused > 1_000_000
+
+
+async def test_an_index_the_signature_does_not_name_is_refused(tmp_path: Path) -> None:
+    data = random.Random(9).randbytes(300_000)
+    new, metainfo = release(tmp_path / "new", "blob.bin", lambda p: write(p, data))
+    old = write(tmp_path / "old" / "blob.bin", data[:200_000])
+    published = publish_delta(metainfo, new.parent)
+    signed = hashlib.sha256(published.index_path.read_bytes()).digest()
+    async with trio.open_nursery() as nursery:
+        mirror = MirrorServer(new.parent)
+        await nursery.start(mirror.serve)
+        with pytest.raises(MirrorError, match="signature"):
+            await update_from_previous(metainfo, tmp_path / "a", [old], [mirror.url],
+                                       index_sha256=bytes(32))
+        outcome = await update_from_previous(metainfo, tmp_path / "b", [old], [mirror.url],
+                                             index_sha256=signed)
+        nursery.cancel_scope.cancel()
+    assert outcome.bytes_reused >= 190_000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -280,3 +281,27 @@ def test_signing_refuses_fields_a_verifier_would_refuse(
 def test_add_signature_refuses_what_is_not_a_release_envelope(torrent: Metainfo) -> None:
     with pytest.raises(ConfigError):
         add_signature(torrent, b"d1:ae")
+
+
+def test_a_signature_can_vouch_for_the_delta_index_too(
+    keys: dict[Scheme, SigningKey], torrent: Metainfo, trust: TrustStore
+) -> None:
+    index = b"d7:versioni1ee"  # the statement only carries its SHA-256
+    envelope = sign_release(torrent, keys["ed25519"], version="1.1", created=CREATED,
+                            delta_index=index)
+    verified = verify_release(torrent, trust, envelope, now=NOW)
+    assert verified.delta_index_sha256 == hashlib.sha256(index).digest()
+    assert verified.to_json()["delta_index_sha256"] == hashlib.sha256(index).hexdigest()
+    plain = verify_release(
+        torrent, trust, sign_release(torrent, keys["ed25519"], version="1.1", created=CREATED),
+        now=NOW,
+    )
+    assert plain.delta_index_sha256 is None
+
+
+def test_a_statement_with_a_malformed_delta_index_hash_is_refused() -> None:
+    statement = bencode.encode({
+        b"created": CREATED, b"delta-index-sha256": b"short", b"info-hash-v1": bytes(20),
+        b"key-id": bytes(8), b"name": b"x", b"version": b"1",
+    })
+    refused(Reason.MALFORMED, lambda: ReleaseStatement.decode(statement))

@@ -322,6 +322,12 @@ def _add_signing_commands(commands: Any) -> None:
     sign.add_argument("--name", help="release name; default: the torrent's name")
     sign.add_argument("--created", type=_timestamp, metavar="TIME", help="default: now")
     sign.add_argument("--detached", action="store_true", help="write TORRENT.sig instead")
+    sign.add_argument(
+        "--delta-index",
+        type=Path,
+        metavar="FILE",
+        help="also vouch for this delta index (NAME.odindex from create)",
+    )
     sign.add_argument("-o", "--output", type=Path)
     sign.add_argument("--passphrase-file", type=Path)
     sign.add_argument("--json", action="store_true")
@@ -577,8 +583,25 @@ def _sign(args: argparse.Namespace) -> int:
     original = args.torrent.read_bytes()
     metainfo = Metainfo.from_bytes(original)
     key = SigningKey.load(args.key, _read_passphrase(args.passphrase_file))
+    delta_index = None
+    if args.delta_index is not None:
+        from .checksums.sums import read_bounded
+        from .delta.index import MAX_INDEX_SIZE, DeltaIndex
+
+        delta_index = read_bounded(args.delta_index, MAX_INDEX_SIZE, "delta index")
+        index = DeltaIndex.decode(delta_index)
+        if (index.info_hash_v1, index.info_hash_v2) != (
+            metainfo.info_hash_v1,
+            metainfo.info_hash_v2,
+        ):
+            raise ConfigError(f"{args.delta_index} is the delta index of another release")
     envelope = sign_release(
-        metainfo, key, version=args.release_version, name=args.name, created=args.created
+        metainfo,
+        key,
+        version=args.release_version,
+        name=args.name,
+        created=args.created,
+        delta_index=delta_index,
     )
     if args.detached:
         output = args.output or detached_path(args.torrent)
@@ -810,7 +833,9 @@ async def _get(args: argparse.Namespace) -> int:
     if args.previous:
         if not isinstance(source, Metainfo):
             raise ConfigError("--previous needs a .torrent (a magnet link has no mirrors yet)")
-        delta = await _delta_update(args, source)
+        delta = await _delta_update(
+            args, source, signed.delta_index_sha256 if signed is not None else None
+        )
     async with _client(args) as client:
         if isinstance(source, MagnetLink):
             torrent = await client.add_magnet(
@@ -864,12 +889,18 @@ async def _get(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _delta_update(args: argparse.Namespace, metainfo: Metainfo) -> DeltaOutcome | str:
-    """Rebuild what ``--previous`` already holds; a failure only means a full download."""
+async def _delta_update(
+    args: argparse.Namespace, metainfo: Metainfo, index_sha256: bytes | None
+) -> DeltaOutcome | str:
+    """Rebuild what ``--previous`` already holds; a failure only means a full download.
+
+    With ``--trust``, a signature that names the delta index pins it.
+    """
     mirrors = list(dict.fromkeys([*args.mirror, *metainfo.url_list]))
     try:
         return await update_from_previous(
-            metainfo, args.output, args.previous, mirrors, peers=args.peer
+            metainfo, args.output, args.previous, mirrors, peers=args.peer,
+            index_sha256=index_sha256,
         )
     except OpenDistroError as exc:
         return str(exc)

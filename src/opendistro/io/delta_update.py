@@ -20,6 +20,7 @@ deleted afterwards.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -36,7 +37,7 @@ from ..delta.archives import SegmentLayout, read_content, read_range, rebuild, s
 from ..delta.chunker import chunk_stream
 from ..delta.index import DeltaIndex, IndexedFile, Segment
 from ..delta.plan import ChunkCatalogue, Fetch, Reuse, SegmentPlan, UpdatePlan, plan_update
-from ..errors import MirrorError, OpenDistroError
+from ..errors import IntegrityError, MirrorError, OpenDistroError
 from ..metainfo import FileEntry, Metainfo
 from ..mirrors.http import HttpMirror
 from ..mirrors.webseed import HttpSpan, content_url, delta_index_url, file_url
@@ -187,8 +188,12 @@ async def update_from_previous(
     peers: Sequence[tuple[str, int]] = (),
     http: HttpMirror | None = None,
     choose: ChooseFiles | None = None,
+    index_sha256: bytes | None = None,
 ) -> DeltaOutcome:
     """Rebuild what can be rebuilt of ``metainfo``'s files into its staging folder.
+
+    ``index_sha256`` (from a verified release signature) pins the delta
+    index: one that does not match is refused wherever it came from.
 
     The index and missing content come from the first of ``peers`` that
     serves them over ``od_delta``, else from ``mirrors``. Segments not worth
@@ -205,13 +210,13 @@ async def update_from_previous(
     async with (http or HttpMirror()) as client, AsyncExitStack() as stack:
         peer = await _delta_peer(stack, metainfo, peers)
         if peer is not None:
-            index_data = await peer.fetch_index()
+            index_data = await peer.fetch_index(index_sha256)
             delta_index = _decode_index(index_data, metainfo, peer.label)
             base = mirrors[0] if mirrors else None
             outcome.index_bytes = len(index_data)
         else:
             (delta_index, outcome.index_bytes), base = await _fetch_index(
-                client, metainfo, mirrors
+                client, metainfo, mirrors, index_sha256
             )
         outcome.index = delta_index
         download_dir.mkdir(parents=True, exist_ok=True)
@@ -284,13 +289,15 @@ class _Sources:
 
 
 async def _fetch_index(
-    client: HttpMirror, metainfo: Metainfo, mirrors: Sequence[str]
+    client: HttpMirror, metainfo: Metainfo, mirrors: Sequence[str], sha256: bytes | None
 ) -> tuple[tuple[DeltaIndex, int], str]:
     errors = []
     for base in mirrors:
         url = delta_index_url(metainfo, base)
         try:
             data = await _fetch_small(url)
+            if sha256 is not None and hashlib.sha256(data).digest() != sha256:
+                raise IntegrityError("not the delta index the release signature names")
             index = DeltaIndex.decode(data)
         except OpenDistroError as exc:
             errors.append(f"{url}: {exc}")

@@ -10,6 +10,7 @@ detached ``NAME.torrent.sig`` file holding one bencoded envelope.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -65,9 +66,12 @@ class VerifiedRelease:
     created: int
     info_hash_v1: bytes | None
     info_hash_v2: bytes | None
+    delta_index_sha256: bytes | None = None
+    """The delta index the publisher vouches for, if the statement names one."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        """Fields as JSON; ``delta_index_sha256`` only when the statement names an index."""
+        fields = {
             "publisher": self.publisher,
             "key_id": self.key_id.hex(),
             "scheme": self.scheme,
@@ -77,6 +81,9 @@ class VerifiedRelease:
             "info_hash_v1": self.info_hash_v1.hex() if self.info_hash_v1 else None,
             "info_hash_v2": self.info_hash_v2.hex() if self.info_hash_v2 else None,
         }
+        if self.delta_index_sha256 is not None:
+            fields["delta_index_sha256"] = self.delta_index_sha256.hex()
+        return fields
 
 
 # -- signing ------------------------------------------------------------------------------
@@ -89,11 +96,14 @@ def sign_release(
     version: str,
     name: str | None = None,
     created: int | None = None,
+    delta_index: bytes | None = None,
 ) -> bytes:
     """A bencoded envelope in which ``key`` signs ``metainfo`` as release ``name`` ``version``.
 
     ``name`` defaults to the torrent's name and ``created`` to now; every
-    info-hash the torrent has is signed.
+    info-hash the torrent has is signed, and with ``delta_index`` (the encoded
+    index) its SHA-256 too, so clients updating from an older version can
+    refuse a substituted index.
     """
     statement = ReleaseStatement(
         name=metainfo.name if name is None else name,
@@ -102,6 +112,7 @@ def sign_release(
         key_id=key.key_id,
         info_hash_v1=metainfo.info_hash_v1,
         info_hash_v2=metainfo.info_hash_v2,
+        delta_index_sha256=hashlib.sha256(delta_index).digest() if delta_index else None,
     )
     try:
         return seal(key, statement).encode()
@@ -214,6 +225,7 @@ def verify_envelope(
         created=statement.created,
         info_hash_v1=statement.info_hash_v1,
         info_hash_v2=statement.info_hash_v2,
+        delta_index_sha256=statement.delta_index_sha256,
     )
 
 

@@ -40,6 +40,7 @@ MAX_TIME = 2**40
 _SPKI_MAX_SIZE = 3 * 1024
 _V1_HASH_SIZE = 20
 _V2_HASH_SIZE = 32
+_SHA256_SIZE = 32
 
 
 def _decode_canonical(data: bytes, what: str, max_size: int) -> dict[bytes, Any]:
@@ -116,6 +117,8 @@ class ReleaseStatement:
     key_id: bytes
     info_hash_v1: bytes | None = None
     info_hash_v2: bytes | None = None
+    delta_index_sha256: bytes | None = None
+    """SHA-256 of the release's delta index (``spec/delta-index.md``), when it has one."""
 
     def encode(self) -> bytes:
         fields: dict[bytes, Any] = {
@@ -128,6 +131,8 @@ class ReleaseStatement:
             fields[b"info-hash-v1"] = self.info_hash_v1
         if self.info_hash_v2 is not None:
             fields[b"info-hash-v2"] = self.info_hash_v2
+        if self.delta_index_sha256 is not None:
+            fields[b"delta-index-sha256"] = self.delta_index_sha256
         data = bencode.encode(fields)
         type(self).decode(data)  # never sign what a verifier would refuse
         return data
@@ -140,7 +145,7 @@ class ReleaseStatement:
             d,
             what,
             {b"name", b"version", b"created", b"key-id"},
-            {b"info-hash-v1", b"info-hash-v2"},
+            {b"info-hash-v1", b"info-hash-v2", b"delta-index-sha256"},
         )
         v1 = _optional_hash(d, b"info-hash-v1", what, _V1_HASH_SIZE)
         v2 = _optional_hash(d, b"info-hash-v2", what, _V2_HASH_SIZE)
@@ -153,6 +158,7 @@ class ReleaseStatement:
             key_id=_key_id(d, b"key-id", what),
             info_hash_v1=v1,
             info_hash_v2=v2,
+            delta_index_sha256=_optional_hash(d, b"delta-index-sha256", what, _SHA256_SIZE),
         )
 
 
