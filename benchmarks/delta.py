@@ -6,8 +6,10 @@ user would meet it:
 
 1. the publisher puts the new file in its folder, makes the torrent (hybrid,
    the mirror as its web seed) and runs :func:`publish_delta` (timed: the
-   publisher's cost); the package's own mirror server serves that folder and
-   an opendistro client seeds it;
+   publisher's cost) with the previous release's index (made beforehand, in a
+   folder of its own, untimed), so that it also writes the pack of new chunks;
+   the package's own mirror server serves that folder and an opendistro
+   client seeds it (``--no-pack``: no previous index, no pack);
 2. the old file lies in a folder of its own; :func:`update_from_previous`
    fetches the index, chunks the old file, fetches what is missing from the
    mirror and rebuilds the new file into the staging folder;
@@ -39,7 +41,7 @@ search for the .deb alone takes ~155 MB. The last line is one JSON object.
 
     python3 benchmarks/delta.py [--quick] [--corpus DIR] [--pairs NAME_FORMAT,...]
                                 [--explain] [--piece-kib N] [--mirror-rtt-ms MS]
-                                [--delta-from mirror|peer]
+                                [--delta-from mirror|peer] [--no-pack]
 """
 
 from __future__ import annotations
@@ -296,8 +298,21 @@ async def run_pair(
                 new_path, version="hybrid", webseeds=[mirror_url], piece_length=piece_length
             )
         )
+        previous_index = None
+        if not args.no_pack:
+            old_publisher = work / "old-publisher"
+            old_copy = place(old_file, old_publisher)
+            old_metainfo = await trio.to_thread.run_sync(
+                lambda: create_torrent(old_copy, version="hybrid")
+            )
+            old_published = await trio.to_thread.run_sync(
+                publish_delta, old_metainfo, old_publisher
+            )
+            previous_index = old_published.index
         started = time.perf_counter()
-        published = await trio.to_thread.run_sync(publish_delta, metainfo, publisher)
+        published = await trio.to_thread.run_sync(
+            lambda: publish_delta(metainfo, publisher, previous_index=previous_index)
+        )
         publish_s = time.perf_counter() - started
         async with Client(host=HOST) as seeder:
             await seeder.seed(metainfo, publisher)
@@ -340,6 +355,11 @@ async def run_pair(
         "ratio": round(traffic / size, 4),
         "index_bytes": outcome.index_bytes,
         "rebuild_fetched_bytes": outcome.bytes_fetched,
+        "pack_bytes": outcome.pack_bytes,
+        "pack_size": (
+            0 if published.pack is None
+            else published.pack.blocks_size + len(published.pack.encode())
+        ),
         "reused_bytes": outcome.bytes_reused,
         "leecher_bytes_from_peers": status.bytes_from_peers,
         "leecher_bytes_from_mirrors": status.bytes_from_mirrors,
@@ -408,6 +428,7 @@ def traffic_text(result: dict[str, Any]) -> str:
     return (
         f"    traffic {result['traffic_bytes']:,} B = index {result['index_bytes'] / size:.3f}"
         f" + rebuild {result['rebuild_fetched_bytes'] / size:.3f}"
+        f" (pack {result['pack_bytes'] / size:.3f})"
         f" + swarm {swarm / size:.3f}"
         f" ({result['segments']} segments, {result['raw_fallbacks']} raw fallbacks,"
         f" pieces {result['piece_length'] >> 10} KiB)"
@@ -585,6 +606,8 @@ if __name__ == "__main__":
     parser.add_argument("--explain", action="store_true",
                         help="break each update's traffic down (one more chunking pass)")
     parser.add_argument("--verbose", action="store_true", help="print each update's traffic")
+    parser.add_argument("--no-pack", action="store_true",
+                        help="publish without the previous release's index (no .odpack)")
     parser.add_argument("--piece-kib", type=int, help="piece length (default: create_torrent's)")
     parser.add_argument("--mirror-rtt-ms", type=float, default=0,
                         help="put the mirror behind a relay adding this round-trip time")

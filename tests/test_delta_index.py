@@ -28,6 +28,7 @@ from opendistro.delta.index import (
     build_index,
     read_raw_content,
 )
+from opendistro.delta.tarcuts import TarCuts
 from opendistro.errors import (
     DeltaError,
     DeltaIndexError,
@@ -298,7 +299,9 @@ def write(path: Path, data: bytes) -> bytes:
 
 
 def chunks_of(data: bytes, params: ChunkerParams) -> tuple[tuple[int, bytes], ...]:
-    return tuple((chunk.length, chunk.hash) for chunk in chunk_bytes(data, params))
+    """The chunks build_index makes of content: tar content is also cut at members (§2.7)."""
+    chunks = chunk_bytes(data, params, TarCuts())
+    return tuple((chunk.length, chunk.hash) for chunk in chunks)
 
 
 @pytest.mark.parametrize("version", ["v1", "v2", "hybrid"])
@@ -400,7 +403,7 @@ def test_build_index_with_the_archive_segmenter(tmp_path: Path) -> None:
         tmp_path, metainfo, segmenter=archives.segment_file, read_content=archives.read_content
     )
     (segment,) = index.files[0].segments
-    assert segment.kind == "gzip" and segment.recipe
+    assert segment.kind == "gzip" and segment.recipe and segment.content_format == "tar"
     assert segment.chunks == chunks_of(tar_bytes, ChunkerParams())
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import sys
+import tarfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +25,7 @@ import pytest
 from opendistro import bencode
 from opendistro.delta.chunker import ChunkerParams, chunk_bytes, symbol_table
 from opendistro.delta.index import DeltaIndex, IndexedFile, Segment
+from opendistro.delta.tarcuts import TarCuts
 from opendistro.errors import DeltaIndexError
 
 VECTORS = Path(__file__).resolve().parents[1] / "extensions" / "delta_index_vectors.json"
@@ -83,6 +86,65 @@ def reference_chunks(
                 rule = "max" if cut == start + max_size else "end"
         chunks.append((start, cut - start, rule))
         start = cut
+    return chunks
+
+
+def reference_tar_cuts(data: bytes) -> list[int] | None:
+    """spec §2.7: the cuts of tar-format content, or None if it is not in tar format."""
+
+    def octal(field: bytes) -> int | None:
+        if b"\x00" in field:
+            field = field[: field.index(b"\x00")]
+        field = field.strip(b" ")
+        if not field or any(byte not in b"01234567" for byte in field):
+            return None
+        return int(field.decode(), 8)
+
+    def header(q: int) -> tuple[int, int] | None:
+        if q + 512 > len(data):
+            return None
+        block = data[q : q + 512]
+        if block[257:263] not in (b"ustar\x00", b"ustar "):
+            return None
+        checksum, size = octal(block[148:156]), octal(block[124:136])
+        if checksum is None or size is None:
+            return None
+        if checksum != sum(block[:148]) + 8 * 32 + sum(block[156:]):
+            return None
+        return block[156], size
+
+    def pad(size: int) -> int:
+        return (size + 511) // 512 * 512
+
+    if header(0) is None:
+        return None
+    cuts = set()
+    q = 0
+    while (found := header(q)) is not None:
+        kind, size = found
+        if chr(kind) in "LKxg":
+            q = q + 512 + pad(size)
+            continue
+        cuts.add(q + 512)
+        q = q + 512 + pad(size)
+        cuts.add(q)
+    return sorted(cut for cut in cuts if 0 < cut < len(data))
+
+
+def reference_tar_chunks(
+    data: bytes, min_size: int, avg_size: int, max_size: int, seed: bytes
+) -> list[tuple[int, int, str]]:
+    """spec §2.7 over §2.5: each piece chunked on its own; "cut" ends a piece early."""
+    cuts = reference_tar_cuts(data)
+    if cuts is None:
+        return reference_chunks(data, min_size, avg_size, max_size, seed)
+    chunks = []
+    for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True):
+        for offset, length, rule in reference_chunks(
+            data[start:end], min_size, avg_size, max_size, seed
+        ):
+            ended_early = rule == "end" and end < len(data)
+            chunks.append((start + offset, length, "cut" if ended_early else rule))
     return chunks
 
 
@@ -168,6 +230,7 @@ def index_to_json(index: DeltaIndex) -> dict[str, Any]:
                         if segment.compressed_sha256
                         else None,
                         "fallback_reason": segment.fallback_reason,
+                        "content_format": segment.content_format,
                     }
                     for segment in entry.segments
                 ],
@@ -206,6 +269,7 @@ def index_from_json(data: dict[str, Any]) -> DeltaIndex:
                         else {key: value(item) for key, item in segment["recipe"].items()},
                         compressed_sha256=optional_hex(segment["compressed_sha256"]),
                         fallback_reason=segment["fallback_reason"],
+                        content_format=segment["content_format"],
                     )
                     for segment in entry["segments"]
                 ),
@@ -231,11 +295,16 @@ BAD = DOCUMENT["index"].get("bad", [])
 
 def test_vector_file_covers_every_case() -> None:
     rules = {chunk[3] for vector in CHUNKING for chunk in vector["chunks"]}
-    assert rules == {"hard", "easy", "max", "end"}
+    assert rules == {"hard", "easy", "max", "end", "cut"}
+    assert any(vector.get("content_format") == "tar" for vector in CHUNKING)
     assert any(not vector["chunks"] for vector in CHUNKING)
     assert len(GOOD) >= 2 and len(BAD) >= 40
     kinds = {s["kind"] for v in GOOD for f in v["expected"]["files"] for s in f["segments"]}
     assert {"raw", "gzip", "deflate"} <= kinds
+    formats = {
+        s["content_format"] for v in GOOD for f in v["expected"]["files"] for s in f["segments"]
+    }
+    assert formats == {None, "tar"}
     names = [v["name"] for v in CHUNKING + GOOD + BAD]
     assert len(set(names)) == len(names)
 
@@ -252,8 +321,12 @@ def test_chunking_vector(vector: dict[str, Any]) -> None:
     data = make_input(vector["input"])
     params = params_of(vector["params"])
     expected = [(offset, length, digest) for offset, length, digest, _ in vector["chunks"]]
-    assert [(c.offset, c.length, c.hash.hex()) for c in chunk_bytes(data, params)] == expected
-    reference = reference_chunks(
+    tar = vector.get("content_format") == "tar"
+    finder = TarCuts()
+    chunks = chunk_bytes(data, params, finder) if tar else chunk_bytes(data, params)
+    assert [(c.offset, c.length, c.hash.hex()) for c in chunks] == expected
+    assert finder.is_tar == tar
+    reference = (reference_tar_chunks if tar else reference_chunks)(
         data, params.min_size, params.avg_size, params.max_size, params.seed
     )
     assert [[*chunk[:2], chunk[2]] for chunk in reference] == [
@@ -341,16 +414,23 @@ def _chunking_vectors() -> list[dict[str, Any]]:  # pragma: no cover - run by ha
             {"kind": "repeat", "unit_hex": "6162", "length": 5000},
         ),
     ]
+    tar_hex = {"kind": "hex", "hex": small_tar().hex()}
+    cases += [
+        ("small parameters, tar format: a small tar archive", SMALL, tar_hex),
+        ("default parameters, tar format: a small tar archive", default, tar_hex),
+    ]
     vectors = []
     for name, params, rule in cases:
         data = make_input(rule)
-        reference = reference_chunks(
+        tar = "tar format" in name
+        reference = (reference_tar_chunks if tar else reference_chunks)(
             data, params.min_size, params.avg_size, params.max_size, params.seed
         )
         vectors.append(
             {
                 "name": name,
                 "params": params_json(params),
+                **({"content_format": "tar"} if tar else {}),
                 "input": rule,
                 "chunks": [
                     [
@@ -366,11 +446,33 @@ def _chunking_vectors() -> list[dict[str, Any]]:  # pragma: no cover - run by ha
     return vectors
 
 
+def small_tar() -> bytes:
+    """A GNU tar of a long-named file, an empty file, a folder and a 3000-byte file."""
+
+    def member(name: str, data: bytes | None, kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        info.type, info.size, info.mtime, info.mode = kind, len(data or b""), 1700000000, 0o644
+        info.uname = info.gname = "od"
+        return info
+
+    text = make_input({"kind": "counter-hex", "seed": "tar member", "length": 3000})
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as archive:
+        archive.addfile(member("pkg-1.0/", None, tarfile.DIRTYPE))
+        long_name = "pkg-1.0/" + "long-name-" * 12 + ".txt"
+        archive.addfile(member(long_name, b"hello\n"), io.BytesIO(b"hello\n"))
+        archive.addfile(member("pkg-1.0/empty", b""))
+        archive.addfile(member("pkg-1.0/text.txt", text), io.BytesIO(text))
+    return buffer.getvalue()
+
+
 def _segment(
     kind: str, offset: int, content: bytes, params: ChunkerParams, **extra: Any
 ) -> Segment:
-    chunks = tuple((c.length, c.hash) for c in chunk_bytes(content, params))
+    finder = TarCuts()
+    chunks = tuple((c.length, c.hash) for c in chunk_bytes(content, params, finder))
     length = extra.pop("length", len(content))
+    extra.setdefault("content_format", "tar" if finder.is_tar else None)
     return Segment(kind, offset, length, len(content), chunks, **extra)
 
 
@@ -449,13 +551,29 @@ def _good_indexes() -> list[tuple[str, DeltaIndex]]:  # pragma: no cover - run b
             IndexedFile(("dist", "example-1.1.zip"), len(zip_bytes), zip_segments),
         ),
     )
+    archive = small_tar()
+    tarred = DeltaIndex(
+        version=1,
+        params=ChunkerParams(),
+        info_hash_v1=None,
+        info_hash_v2=hashlib.sha256(b"tar torrent").digest(),
+        name="pkg-1.0.tar",
+        files=(
+            IndexedFile(
+                ("pkg-1.0.tar",), len(archive), (_segment("raw", 0, archive, ChunkerParams()),)
+            ),
+        ),
+    )
     return [
         ("one raw file, v1 info-hash only", single),
         ("hybrid torrent: raw, empty, gzip, zip with deflate and a fallback", multi),
+        ("a tar file: content-format tar, short chunks", tarred),
     ]
 
 
-def _bad_indexes(good: bytes, multi: bytes) -> list[tuple[str, bytes, str]]:  # pragma: no cover
+def _bad_indexes(  # pragma: no cover
+    good: bytes, multi: bytes, tarred: bytes
+) -> list[tuple[str, bytes, str]]:
     """Malformed indexes: each one mutation of a good index, and the error text it causes."""
     bad: list[tuple[str, bytes, str]] = []
 
@@ -763,6 +881,18 @@ def _bad_indexes(good: bytes, multi: bytes) -> list[tuple[str, bytes, str]]:  # 
         "is not a 64-bit integer",
         lambda d: segment(d, 2, 0)[b"recipe"].__setitem__(b"level", 2**63),
     )
+    tar_document = bencode.decode(tarred)
+    tar_segment = tar_document[b"files"][0][b"segments"][0]
+    tar_segment[b"content-format"] = b"zip"
+    bad.append(("unknown content format", bencode.encode(tar_document), "unknown content format"))
+    tar_segment.pop(b"content-format")
+    bad.append(
+        (
+            "short chunks without content-format tar",
+            bencode.encode(tar_document),
+            "shorter than 2048",
+        )
+    )
     return bad
 
 
@@ -779,9 +909,10 @@ def _generate() -> dict[str, Any]:  # pragma: no cover - run by hand
             " input with insert_hex inserted at byte at), the chunker parameters, and the"
             " expected chunks as [offset, length, chunk hash hex, rule], where rule says which"
             " step of spec §2.5 cut the chunk: hard (step 3), easy (step 4), max (step 5 at"
-            " start + max-size) or end (the input ran out). `index.good`: an encoded index"
-            " (hex) and its decoded content; `index.bad`: a malformed index (hex) that a"
-            " receiver must refuse; `match` is a regular expression that opendistro's"
+            " start + max-size), end (the input ran out) or cut (a piece of tar-format"
+            " content ended, spec §2.7; such vectors have content_format tar). `index.good`:"
+            " an encoded index (hex) and its decoded content; `index.bad`: a malformed index"
+            " (hex) that a receiver must refuse; `match` is a regular expression that opendistro's"
             " DeltaIndexError message matches, naming the rule broken."
         ),
         "tables": [

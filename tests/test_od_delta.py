@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from opendistro.errors import IntegrityError, LocalProtocolError, RemoteProtocolError
 from opendistro.wire.extensions.od_delta import (
     CONTENT_BLOCK_SIZE,
+    HANDSHAKE_ENC_KEY,
     INDEX_PIECE_SIZE,
     ContentData,
     ContentReject,
@@ -27,9 +29,11 @@ from opendistro.wire.extensions.od_delta import (
     IndexData,
     IndexReject,
     IndexRequest,
+    compress_content,
     decode_delta_message,
     encode_delta_message,
     index_response,
+    lists_zlib,
 )
 
 VECTORS = Path(__file__).resolve().parents[1] / "extensions" / "od_delta_vectors.json"
@@ -42,6 +46,7 @@ GOOD: list[tuple[str, DeltaMessage]] = [
     ("content data", ContentData(5, b"hello")),
     ("content data, empty id 0", ContentData(0, b"")),
     ("content reject", ContentReject(2**31 - 1)),
+    ("content data, zlib", ContentData(6, zlib.compress(b"hello " * 40, 6), "zlib")),
 ]
 
 BAD: list[tuple[str, bytes]] = [
@@ -63,6 +68,8 @@ BAD: list[tuple[str, bytes]] = [
     ("content request id as a string",
      b"d2:id1:14:filei0e6:lengthi1e8:msg_typei3e6:offseti0e7:segmenti0ee"),
     ("content data over 64 KiB", b"d2:idi1e8:msg_typei4ee" + bytes(65537)),
+    ("content data of an unknown encoding", b"d3:enc4:gzip2:idi1e8:msg_typei4eeXY"),
+    ("content data encoding not a string", b"d3:enci1e2:idi1e8:msg_typei4eeXY"),
 ]
 
 
@@ -70,6 +77,8 @@ def describe(message: DeltaMessage) -> dict[str, Any]:
     fields: dict[str, Any] = {"type": type(message).__name__}
     for name in message.__slots__:
         value = getattr(message, name)
+        if value is None:
+            continue  # optional fields (enc) absent, as in vectors made before they existed
         fields[name] = value.hex() if isinstance(value, bytes) else value
     return fields
 
@@ -183,6 +192,58 @@ def test_content_answers_must_match_an_outstanding_request() -> None:
     third = requests.request(0, 2, 0, 1)
     assert requests.answered(ContentReject(third.request_id)) == third
     assert requests.abandon() == [] and len(requests) == 0
+
+
+def test_a_compressed_answer_inflates_to_exactly_the_request() -> None:
+    requests = ContentRequests(accept_zlib=True)
+    content = b"ustar header " * 3000  # 39,000 bytes
+    request = requests.request(0, 1, 0, len(content))
+    answer = compress_content(request.request_id, content)
+    assert answer.enc == "zlib" and len(answer.data) < len(content) // 10
+    decoded = decode_delta_message(encode_delta_message(answer))
+    assert requests.answered(decoded) == request
+    assert isinstance(decoded, ContentData)
+    assert ContentRequests.content(request, decoded) == content
+
+
+def test_incompressible_content_goes_plain() -> None:
+    data = b"".join(hashlib.sha256(bytes([n])).digest() for n in range(8))
+    answer = compress_content(3, data)
+    assert answer.enc is None and answer.data == data
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        zlib.compress(bytes(1 << 20)),  # a bomb: 1 MiB of zeros for a 1,000-byte request
+        zlib.compress(bytes(999)),  # one byte short
+        zlib.compress(bytes(1000)) + b"X",  # bytes after the stream's end
+        zlib.compress(bytes(1000))[:-3],  # no end
+        b"not zlib at all",
+    ],
+    ids=["bomb", "short", "trailing", "truncated", "garbage"],
+)
+def test_bad_compressed_answers_are_the_senders_fault(stream: bytes) -> None:
+    requests = ContentRequests(accept_zlib=True)
+    request = requests.request(0, 0, 0, 1000)
+    answer = ContentData(request.request_id, stream, "zlib")
+    assert requests.answered(answer) == request
+    with pytest.raises(RemoteProtocolError):
+        ContentRequests.content(request, answer)
+
+
+def test_a_compressed_answer_we_did_not_ask_for_is_refused() -> None:
+    requests = ContentRequests()
+    request = requests.request(0, 0, 0, 1000)
+    with pytest.raises(RemoteProtocolError):
+        requests.answered(ContentData(request.request_id, zlib.compress(bytes(1000)), "zlib"))
+
+
+def test_the_handshake_lists_encodings() -> None:
+    assert lists_zlib({HANDSHAKE_ENC_KEY: [b"zstd", b"zlib"]})
+    assert not lists_zlib({})
+    assert not lists_zlib({HANDSHAKE_ENC_KEY: b"zlib"})  # not a list
+    assert not lists_zlib({HANDSHAKE_ENC_KEY: [b"zlib"] * 17})  # too long
 
 
 if __name__ == "__main__":

@@ -133,6 +133,13 @@ def _parser() -> argparse.ArgumentParser:
         help="skip the delta index (NAME.odindex and FILE.odcontent beside the data) that "
         "lets users of the previous version fetch only what changed",
     )
+    create.add_argument(
+        "--previous-index",
+        type=Path,
+        metavar="OLD.odindex",
+        help="the previous release's delta index: also write NAME.odpack and NAME.odblocks, "
+        "the chunks new in this release, compressed, for mirrors to serve",
+    )
     create.add_argument("--comment")
     version = create.add_mutually_exclusive_group()
     version.add_argument("--v1", dest="version", action="store_const", const="v1")
@@ -412,8 +419,18 @@ def _create(args: argparse.Namespace) -> int:
     if not args.no_delta:
         from .delta.publish import publish_delta
 
-        published = publish_delta(metainfo, args.path.resolve().parent)
+        previous_index = None
+        if args.previous_index is not None:
+            from .delta.index import MAX_INDEX_SIZE, DeltaIndex
+
+            with open(args.previous_index, "rb") as handle:
+                previous_index = DeltaIndex.decode(handle.read(MAX_INDEX_SIZE + 1))
+        published = publish_delta(
+            metainfo, args.path.resolve().parent, previous_index=previous_index
+        )
         summary["delta_index"] = str(published.index_path)
+        if published.pack is not None:
+            summary["delta_pack_blocks"] = len(published.pack.blocks)
         summary["delta_content"] = [str(path) for path in published.content_paths]
     if args.json:
         print(json.dumps(summary))

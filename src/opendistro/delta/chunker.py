@@ -30,7 +30,7 @@ import functools
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from ..errors import ConfigError, LocalProtocolError
 
@@ -41,6 +41,7 @@ __all__ = [
     "Chunk",
     "Chunker",
     "ChunkerParams",
+    "CutFinder",
     "chunk_bytes",
     "chunk_hash",
     "chunk_stream",
@@ -208,6 +209,17 @@ class Chunker:
                 lengths += self._cut(final=False)
         return lengths
 
+    def cut(self) -> list[int]:
+        """Force a boundary after the bytes fed so far; return the chunks it completes.
+
+        The bytes after it are chunked as a stream of their own. No symbol
+        context needs resetting: a cut never looks at symbols that depend on
+        bytes before its chunk's start (spec §2.5).
+        """
+        if self._finished:
+            raise LocalProtocolError("the chunker was already finished")
+        return self._cut(final=True)
+
     def finish(self) -> list[int]:
         """End the stream; return the lengths of the chunks still open (none or one)."""
         if self._finished:
@@ -269,28 +281,66 @@ def _hashed(view: memoryview, offset: int, lengths: list[int]) -> list[Chunk]:
     return chunks
 
 
+class CutFinder(Protocol):
+    """Forced boundaries found in the stream itself (e.g. :class:`~.tarcuts.TarCuts`).
+
+    ``feed`` sees every piece before the chunker does and returns, in increasing
+    order, the stream offsets at which a chunk must end that lie within the
+    bytes fed so far (an offset equal to their end is allowed).
+    """
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[int]: ...
+
+
+def _feed_with_cuts(
+    chunker: Chunker, forced: CutFinder, view: memoryview, offset: int
+) -> list[int]:
+    """Feed ``view`` (at stream ``offset``), ending a chunk at every forced cut in it."""
+    lengths: list[int] = []
+    position = 0
+    for cut in forced.feed(view):
+        at = cut - offset
+        if not position <= at <= len(view):
+            raise LocalProtocolError(f"forced cut {cut} is outside the piece fed")
+        lengths += chunker.feed(view[position:at])
+        lengths += chunker.cut()
+        position = at
+    lengths += chunker.feed(view[position:])
+    return lengths
+
+
 def chunk_bytes(
-    data: bytes | bytearray | memoryview, params: ChunkerParams | None = None
+    data: bytes | bytearray | memoryview,
+    params: ChunkerParams | None = None,
+    forced: CutFinder | None = None,
 ) -> list[Chunk]:
-    """Chunk a buffer that is already in memory."""
+    """Chunk a buffer that is already in memory (with ``forced`` cuts, if given)."""
     chunker = Chunker(params)
     with memoryview(data).cast("B") as view:
-        lengths = chunker.feed(view)
+        if forced is None:
+            lengths = chunker.feed(view)
+        else:
+            lengths = _feed_with_cuts(chunker, forced, view, 0)
         lengths += chunker.finish()
         return _hashed(view, 0, lengths)
 
 
 def chunk_stream(
-    pieces: Iterable[bytes | bytearray | memoryview], params: ChunkerParams | None = None
+    pieces: Iterable[bytes | bytearray | memoryview],
+    params: ChunkerParams | None = None,
+    forced: CutFinder | None = None,
 ) -> Iterator[Chunk]:
     """Chunk a stream given as successive pieces (e.g. 4 MiB reads of a file).
 
     Memory stays bounded by ``max_size`` plus the size of one piece: bytes are
-    kept only until the chunk they belong to is hashed.
+    kept only until the chunk they belong to is hashed. ``forced`` adds cuts
+    found in the content (spec §2.7: tar members); every stretch between two
+    of them is chunked as a stream of its own.
     """
     chunker = Chunker(params)
     pending = bytearray()
     offset = 0
+    fed = 0
 
     def take(lengths: list[int]) -> list[Chunk]:
         nonlocal offset
@@ -303,7 +353,12 @@ def chunk_stream(
 
     for piece in pieces:
         pending += piece
-        lengths = chunker.feed(piece)
+        if forced is None:
+            lengths = chunker.feed(piece)
+        else:
+            with memoryview(piece).cast("B") as view:
+                lengths = _feed_with_cuts(chunker, forced, view, fed)
+                fed += len(view)
         if lengths:
             yield from take(lengths)
     yield from take(chunker.finish())

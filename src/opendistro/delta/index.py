@@ -42,9 +42,11 @@ from ..errors import (
 from ..metainfo import MAX_FILES, MAX_PATH_DEPTH, Metainfo
 from ..paths import validate_component, validate_path
 from .chunker import HASH_SIZE, ChunkerParams, chunk_stream
+from .tarcuts import TAR, TarCuts
 
 __all__ = [
     "COMPRESSED_KINDS",
+    "CONTENT_FORMATS",
     "FORMAT_VERSION",
     "KINDS",
     "MAX_CHUNKS",
@@ -71,6 +73,8 @@ FORMAT_VERSION = 1
 RAW = "raw"
 COMPRESSED_KINDS = frozenset({"deflate", "gzip", "xz", "bz2", "zstd"})
 KINDS = frozenset({RAW}) | COMPRESSED_KINDS
+#: Content formats whose structure adds forced chunk cuts (spec §2.7).
+CONTENT_FORMATS = frozenset({TAR})
 
 MAX_INDEX_SIZE = 64 * 1024 * 1024
 MAX_CHUNKS = 10_000_000
@@ -147,6 +151,8 @@ class Segment:
     ``compressed_sha256``. ``chunks`` is the content's chunk list of
     ``(length, 16-byte hash)``. ``fallback_reason`` says why a range that looks
     compressed is described as raw (no recipe reproduced it).
+    ``content_format`` is ``"tar"`` when the content is a tar archive and was
+    cut at its members' edges too (spec §2.7), which allows short chunks.
     """
 
     kind: str
@@ -157,10 +163,13 @@ class Segment:
     recipe: Mapping[str, int | bytes] | None = field(default=None, hash=False)
     compressed_sha256: bytes | None = None
     fallback_reason: str | None = None
+    content_format: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, str) or self.kind not in KINDS:
             raise _fail(f"unknown segment kind {self.kind!r}")
+        if self.content_format is not None and self.content_format not in CONTENT_FORMATS:
+            raise _fail(f"unknown content format {self.content_format!r}")
         if not _is_int(self.offset) or self.offset < 0:
             raise _fail("segment offset must be a non-negative integer")
         if not _is_int(self.length) or self.length < 1:
@@ -307,7 +316,9 @@ class DeltaIndex:
                 lengths = [length for length, _ in segment.chunks]
                 if max(lengths) > max_size:
                     raise _fail(f"{'/'.join(entry.path)}: a chunk is longer than {max_size}")
-                if min(lengths[:-1], default=min_size) < min_size:
+                # Tar-format content also ends chunks at member edges (spec §2.7).
+                short = min(lengths[:-1], default=min_size) < min_size
+                if short and segment.content_format is None:
                     raise _fail(
                         f"{'/'.join(entry.path)}: a chunk other than the last of its segment"
                         f" is shorter than {min_size}"
@@ -369,6 +380,8 @@ def _encode_segment(segment: Segment) -> dict[bytes, Any]:
         b"length": segment.length,
         b"offset": segment.offset,
     }
+    if segment.content_format is not None:
+        result[b"content-format"] = segment.content_format.encode()
     if segment.fallback_reason is not None:
         result[b"fallback"] = segment.fallback_reason.encode()
     if segment.recipe is not None:
@@ -424,7 +437,7 @@ _INDEX_OPTIONAL = frozenset({b"info-hash-v1", b"info-hash-v2"})
 _CHUNKER_KEYS = frozenset({b"algorithm", b"avg-size", b"max-size", b"min-size", b"seed"})
 _FILE_KEYS = frozenset({b"length", b"path", b"segments"})
 _SEGMENT_KEYS = frozenset({b"chunks", b"content-length", b"kind", b"length", b"offset"})
-_SEGMENT_OPTIONAL = frozenset({b"fallback", b"recipe", b"sha256"})
+_SEGMENT_OPTIONAL = frozenset({b"content-format", b"fallback", b"recipe", b"sha256"})
 
 
 class _Decoder:
@@ -511,6 +524,7 @@ class _Decoder:
             recipe = _fields(recipe, f"{what}: recipe", frozenset(), frozenset(recipe))
             recipe = {_utf8(key, f"{what}: recipe key"): value for key, value in recipe.items()}
         fallback = fields.get(b"fallback")
+        content_format = fields.get(b"content-format")
         digest = fields.get(b"sha256")
         kind = _utf8(fields[b"kind"], f"{what}: kind")
         offset = _int(fields[b"offset"], f"{what}: offset")
@@ -528,6 +542,9 @@ class _Decoder:
                 recipe=recipe,
                 compressed_sha256=compressed_sha256,
                 fallback_reason=fallback_reason,
+                content_format=None
+                if content_format is None
+                else _utf8(content_format, f"{what}: content-format"),
             )
         except DeltaIndexError as exc:
             raise _fail(f"{what}: {exc}") from None
@@ -611,8 +628,10 @@ def _segment(
     params: ChunkerParams,
     read_content: Callable[[Path, SegmentLayout], Iterable[bytes]],
 ) -> Segment:
+    tar = TarCuts()
     chunks = tuple(
-        (chunk.length, chunk.hash) for chunk in chunk_stream(read_content(path, layout), params)
+        (chunk.length, chunk.hash)
+        for chunk in chunk_stream(read_content(path, layout), params, forced=tar)
     )
     return Segment(
         kind=layout.kind,
@@ -623,6 +642,7 @@ def _segment(
         recipe=layout.recipe,
         compressed_sha256=layout.compressed_sha256,
         fallback_reason=layout.fallback_reason,
+        content_format=TAR if tar.is_tar else None,
     )
 
 

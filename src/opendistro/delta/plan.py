@@ -7,23 +7,41 @@ reuses bytes from an old segment (any old file: renamed and moved files are
 found too) or marks them to fetch. Neighbouring operations are merged, so a
 long unchanged stretch is one copy and a changed region one fetch.
 
-It also decides, per segment, whether a delta is worth it: when more content
-is missing from a compressed segment than its compressed size, fetching the
-compressed bytes outright is cheaper than fetching the content and
-recompressing, and the plan says so (``whole``).
+It also decides, per segment, whether a delta is worth it: when fetching the
+missing content of a compressed segment costs at least its compressed size,
+fetching the compressed bytes outright is cheaper than fetching the content
+and recompressing, and the plan says so (``whole``). By default the cost is
+the missing content's length (it travels uncompressed); a driver that gets
+content compressed (a pack on a mirror, a peer answering with zlib) passes a
+:data:`FetchCost` that says what the missing chunks really cost.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from .index import DeltaIndex, Segment
 
-__all__ = ["ChunkCatalogue", "Fetch", "Reuse", "SegmentPlan", "UpdatePlan", "plan_update"]
+__all__ = [
+    "ChunkCatalogue",
+    "Fetch",
+    "FetchCost",
+    "Reuse",
+    "SegmentPlan",
+    "UpdatePlan",
+    "plan_update",
+]
 
 SourceKey = TypeVar("SourceKey", bound=Hashable)
+
+FetchCost = Callable[[Segment, Sequence[tuple[int, bytes]]], int]
+"""Bytes it would take to fetch the given missing ``(length, hash)`` chunks of a segment."""
+
+
+def _content_cost(segment: Segment, missing: Sequence[tuple[int, bytes]]) -> int:
+    return sum(length for length, _ in missing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,13 +129,20 @@ class ChunkCatalogue(Generic[SourceKey]):
         return found[0], found[1]
 
 
-def plan_update(index: DeltaIndex, old: ChunkCatalogue[SourceKey]) -> UpdatePlan[SourceKey]:
-    """Plan every segment of the release described by ``index`` against the old chunks."""
+def plan_update(
+    index: DeltaIndex, old: ChunkCatalogue[SourceKey], fetch_cost: FetchCost | None = None
+) -> UpdatePlan[SourceKey]:
+    """Plan every segment of the release described by ``index`` against the old chunks.
+
+    ``fetch_cost`` prices a compressed segment's missing chunks for the
+    whole-or-delta decision (default: their length).
+    """
     plans: list[SegmentPlan[SourceKey]] = []
     whole_bytes = 0
+    cost = fetch_cost or _content_cost
     for file_number, indexed in enumerate(index.files):
         for segment_number, segment in enumerate(indexed.segments):
-            plan = _plan_segment(file_number, segment_number, segment, old)
+            plan = _plan_segment(file_number, segment_number, segment, old, cost)
             if plan.whole:
                 whole_bytes += segment.length
             plans.append(plan)
@@ -125,14 +150,20 @@ def plan_update(index: DeltaIndex, old: ChunkCatalogue[SourceKey]) -> UpdatePlan
 
 
 def _plan_segment(
-    file_number: int, segment_number: int, segment: Segment, old: ChunkCatalogue[SourceKey]
+    file_number: int,
+    segment_number: int,
+    segment: Segment,
+    old: ChunkCatalogue[SourceKey],
+    cost: FetchCost,
 ) -> SegmentPlan[SourceKey]:
     plan: SegmentPlan[SourceKey] = SegmentPlan(file_number, segment_number, segment.kind, False)
     ops = plan.ops
     offset = 0
+    missing: list[tuple[int, bytes]] = []
     for length, digest in segment.chunks:
         found = old.find(digest, length)
         if found is None:
+            missing.append((length, digest))
             last = ops[-1] if ops else None
             if isinstance(last, Fetch) and last.offset + last.length == offset:
                 ops[-1] = Fetch(last.offset, last.length + length)
@@ -151,7 +182,7 @@ def _plan_segment(
             else:
                 ops.append(Reuse(source, source_offset, offset, length))
         offset += length
-    if segment.kind != "raw" and plan.fetched >= segment.length:
+    if segment.kind != "raw" and missing and cost(segment, missing) >= segment.length:
         plan.whole = True
         plan.ops = []
     return plan

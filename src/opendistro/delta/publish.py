@@ -24,8 +24,20 @@ from ..mirrors.webseed import CONTENT_SUFFIX, DELTA_INDEX_SUFFIX
 from .archives import read_content, segment_file
 from .chunker import ChunkerParams
 from .index import DeltaIndex, IndexedFile, build_index
+from .pack import PackHeader, write_pack
 
-__all__ = ["PublishedDelta", "content_path", "index_path", "publish_delta"]
+__all__ = [
+    "PACK_BLOCKS_SUFFIX",
+    "PACK_SUFFIX",
+    "PublishedDelta",
+    "content_path",
+    "index_path",
+    "pack_paths",
+    "publish_delta",
+]
+
+PACK_SUFFIX = ".odpack"
+PACK_BLOCKS_SUFFIX = ".odblocks"
 
 
 @dataclass(frozen=True)
@@ -36,6 +48,8 @@ class PublishedDelta:
     index_path: Path
     index_size: int
     content_paths: tuple[Path, ...]
+    pack: PackHeader | None = None
+    """The pack's header, when one was written (against a previous release's index)."""
 
 
 def _data_path(root: Path, metainfo: Metainfo, indexed: IndexedFile) -> Path:
@@ -48,15 +62,31 @@ def index_path(root: Path, metainfo: Metainfo) -> Path:
     return root / (metainfo.name + DELTA_INDEX_SUFFIX)
 
 
+def pack_paths(root: Path, metainfo: Metainfo) -> tuple[Path, Path]:
+    """``root/NAME.odpack`` and ``root/NAME.odblocks``: the pack's header and blocks."""
+    return root / (metainfo.name + PACK_SUFFIX), root / (metainfo.name + PACK_BLOCKS_SUFFIX)
+
+
 def content_path(data_file: Path) -> Path:
     """``FILE.odcontent`` beside a data file."""
     return data_file.with_name(data_file.name + CONTENT_SUFFIX)
 
 
 def publish_delta(
-    metainfo: Metainfo, root: str | os.PathLike[str], params: ChunkerParams | None = None
+    metainfo: Metainfo,
+    root: str | os.PathLike[str],
+    params: ChunkerParams | None = None,
+    previous_index: DeltaIndex | None = None,
 ) -> PublishedDelta:
-    """Index the release in ``root`` (laid out as for seeding) and write its delta files."""
+    """Index the release in ``root`` (laid out as for seeding) and write its delta files.
+
+    With ``previous_index`` (the index of the release users update from), also
+    write the pack of the chunks that release lacks. Pass the same chunker
+    parameters the previous index used (``params`` defaults to them then), or
+    no chunk will match.
+    """
+    if params is None and previous_index is not None:
+        params = previous_index.params
     base = Path(root)
     index = build_index(base, metainfo, params, segment_file, read_content)
     written = []
@@ -78,4 +108,9 @@ def publish_delta(
     partial = path.with_name(path.name + ".partial")
     partial.write_bytes(data)
     os.replace(partial, path)
-    return PublishedDelta(index, path, len(data), tuple(written))
+    pack = None
+    if previous_index is not None:
+        header_path, blocks_path = pack_paths(base, metainfo)
+        pack = write_pack(base, index, data, previous_index, multi_file=metainfo.is_multi_file,
+                          header_path=header_path, blocks_path=blocks_path)
+    return PublishedDelta(index, path, len(data), tuple(written), pack)

@@ -6,7 +6,8 @@ seeds the new release serves both (``spec/od-delta.md``). :class:`DeltaPeer`
 opens a plain BitTorrent connection to it for that alone: handshake, an
 extension handshake naming only ``od_delta``, then index pieces and up to
 :data:`~opendistro.wire.extensions.od_delta.MAX_OUTSTANDING` content requests
-in flight. It uploads nothing and says it has nothing (``HaveNone``).
+in flight. It uploads nothing and says it has nothing (``HaveNone``). It
+accepts zlib-compressed answers (``od_delta_enc``) and inflates them, bounded.
 
 Everything it returns is unverified: the caller rebuilds files whose pieces
 the torrent engine then checks.
@@ -25,7 +26,9 @@ from ..wire.connection import PeerConnection
 from ..wire.extensions.handshake import ExtensionHandshake
 from ..wire.extensions.od_delta import (
     CONTENT_BLOCK_SIZE,
+    ENCODING_ZLIB,
     EXTENSION_NAME,
+    HANDSHAKE_ENC_KEY,
     HANDSHAKE_SHA256_KEY,
     HANDSHAKE_SIZE_KEY,
     MAX_INDEX_SIZE,
@@ -37,6 +40,7 @@ from ..wire.extensions.od_delta import (
     IndexReject,
     decode_delta_message,
     encode_delta_message,
+    lists_zlib,
 )
 from ..wire.messages import Extended, Handshake, HaveNone
 
@@ -64,8 +68,9 @@ class DeltaPeer:
             info_hash=info_hash, our_peer_id=peer_id, num_pieces=None, initiator=True
         )
         self._remote: ExtensionHandshake | None = None
-        self._requests = ContentRequests()
-        self._answers: dict[int, ContentData | ContentReject] = {}
+        self._requests = ContentRequests(accept_zlib=True)
+        self._answers: dict[int, bytes | None] = {}
+        """Answered request ids: their content, or None for a reject."""
         self._index_pieces: list[IndexData | IndexReject] = []
         self._send_lock = trio.Lock()
         self.bytes_received = 0
@@ -115,6 +120,11 @@ class DeltaPeer:
         return None
 
     @property
+    def compresses(self) -> bool:
+        """Whether the peer may answer compressed (both sides list ``zlib``)."""
+        return self._remote is not None and lists_zlib(self._remote.extra)
+
+    @property
     def index_sha256(self) -> bytes | None:
         value = self._remote.extra.get(HANDSHAKE_SHA256_KEY) if self._remote else None
         return value if isinstance(value, bytes) and len(value) == 32 else None
@@ -148,7 +158,8 @@ class DeltaPeer:
         """Fetch content ``(file, segment, offset, length)`` ranges, written at ``offset`` of
         ``sink`` (a file, created or extended); returns the bytes received.
 
-        Ranges are cut into requests of at most 64 KiB, pipelined.
+        Ranges are cut into requests of at most 64 KiB, pipelined. The count is of
+        content bytes; :attr:`bytes_received` counts what crossed the wire.
         """
         pieces = [
             (file, segment, start, min(CONTENT_BLOCK_SIZE, offset + length - start))
@@ -169,11 +180,11 @@ class DeltaPeer:
                     await self._wait()
                 request_id, answer = self._answers.popitem()
                 piece = pending.pop(request_id)
-                if isinstance(answer, ContentReject):
+                if answer is None:
                     raise DeltaPeerError(f"{self.label} refused content {piece}")
                 out.seek(piece[2])
-                out.write(answer.data)
-                total += len(answer.data)
+                out.write(answer)
+                total += len(answer)
         return total
 
     # -- the connection ------------------------------------------------------------------
@@ -214,7 +225,9 @@ class DeltaPeer:
         if self._connection.fast_enabled:
             data += self._connection.send(HaveNone())
         if self._connection.extensions_enabled:
-            data += self._connection.send(ExtensionHandshake(m={EXTENSION_NAME: _OUR_ID}))
+            data += self._connection.send(ExtensionHandshake(
+                m={EXTENSION_NAME: _OUR_ID}, extra={HANDSHAKE_ENC_KEY: [ENCODING_ZLIB]}
+            ))
         else:
             raise DeltaPeerError(f"{self.label} does not speak the extension protocol")
         await self._stream.send_all(data)
@@ -225,8 +238,11 @@ class DeltaPeer:
         try:
             message = decode_delta_message(event.payload)
             if isinstance(message, ContentData | ContentReject):
-                self._requests.answered(message)
-                self._answers[message.request_id] = message
+                request = self._requests.answered(message)
+                self._answers[message.request_id] = (
+                    self._requests.content(request, message)
+                    if isinstance(message, ContentData) else None
+                )
             elif isinstance(message, IndexData | IndexReject):
                 self._index_pieces.append(message)
         except RemoteProtocolError as exc:

@@ -7,7 +7,8 @@ file's own bytes, read through the torrent's storage. A compressed segment's
 content is its decompressed stream: it is decompressed once, on the first
 request, into a cache file under the download folder's ``.opendistro``, and
 served from there with positioned reads; the cache is bounded in files and
-removed with the torrent.
+removed with the torrent. To a peer that accepts it (``od_delta_enc``), an
+answer goes zlib-compressed when that makes it smaller.
 
 Nothing here is trusted by the asker (it checks every piece it rebuilds), and
 nothing is served before every piece of the release has been verified.
@@ -26,7 +27,9 @@ from ..delta.archives import read_content
 from ..delta.index import DeltaIndex, Segment
 from ..errors import OpenDistroError, RemoteProtocolError
 from ..wire.extensions.od_delta import (
+    ENCODING_ZLIB,
     EXTENSION_NAME,
+    HANDSHAKE_ENC_KEY,
     HANDSHAKE_SHA256_KEY,
     HANDSHAKE_SIZE_KEY,
     MAX_OUTSTANDING,
@@ -35,9 +38,11 @@ from ..wire.extensions.od_delta import (
     ContentRequest,
     DeltaMessage,
     IndexRequest,
+    compress_content,
     decode_delta_message,
     encode_delta_message,
     index_response,
+    lists_zlib,
 )
 from ..wire.messages import Extended
 
@@ -82,6 +87,7 @@ class DeltaServer:
         return {
             HANDSHAKE_SIZE_KEY: len(self.index_bytes),
             HANDSHAKE_SHA256_KEY: hashlib.sha256(self.index_bytes).digest(),
+            HANDSHAKE_ENC_KEY: [ENCODING_ZLIB],
         }
 
     def peer_gone(self, peer: PeerSession) -> None:
@@ -119,17 +125,23 @@ class DeltaServer:
         peer.send(Extended(remote.m[EXTENSION_NAME], encode_delta_message(message)))
 
     async def _serve(self, peer: PeerSession, request: ContentRequest) -> None:
+        answer: DeltaMessage | None = None
         try:
             data = await self._content(request)
+            if data is not None and _accepts_zlib(peer):
+                answer = await trio.to_thread.run_sync(
+                    compress_content, request.request_id, data
+                )
         except (OSError, OpenDistroError) as exc:
             self._torrent.client.log(f"od_delta: cannot serve {request}: {exc}")
             data = None
         finally:
             self._outstanding[peer] = max(0, self._outstanding.get(peer, 1) - 1)
-        answer: DeltaMessage = (
-            ContentReject(request.request_id) if data is None
-            else ContentData(request.request_id, data)
-        )
+        if answer is None:
+            answer = (
+                ContentReject(request.request_id) if data is None
+                else ContentData(request.request_id, data)
+            )
         self._reply(peer, answer)
         if data is not None:
             self.requests_served += 1
@@ -210,6 +222,11 @@ class DeltaServer:
         if written != segment.content_length:
             raise OpenDistroError("the segment holds less content than the index says")
         return os.fspath(target)
+
+
+def _accepts_zlib(peer: PeerSession) -> bool:
+    remote = peer.connection.remote_extensions
+    return remote is not None and lists_zlib(remote.extra)
 
 
 def _pread(path: str, offset: int, length: int) -> bytes:

@@ -4,10 +4,13 @@
 (``spec/delta-index.md``) from a mirror, chunks the old files the same way
 (their compressed segments by content, so a .tar.gz or a wheel diffs well),
 plans what to reuse and what to fetch (:mod:`opendistro.delta.plan`), fetches
-the missing content with HTTP ``Range`` requests (file bytes for raw
-segments, the ``.odcontent`` sidecar for compressed ones), and writes the
-rebuilt files into the torrent's staging folder through
-:class:`~opendistro.storage.files.FileStorage`.
+the missing content with HTTP ``Range`` requests (compressed blocks of the
+release's pack when the mirror has one, :mod:`opendistro.delta.pack`; else
+file bytes for raw segments, the ``.odcontent`` sidecar for compressed ones),
+and writes the rebuilt files into the torrent's staging folder through
+:class:`~opendistro.storage.files.FileStorage`. What content costs to fetch
+(compressed in a pack or from a peer that compresses, plain otherwise) decides
+which compressed segments are fetched whole instead.
 
 It never decides what is correct: the torrent engine then hash-checks every
 piece of the staging folder, keeps those that match and downloads the rest
@@ -21,11 +24,12 @@ deleted afterwards.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,11 +41,28 @@ from .. import http_get
 from ..delta.archives import SegmentLayout, read_content, read_range, rebuild, segment_file
 from ..delta.chunker import chunk_stream
 from ..delta.index import DeltaIndex, IndexedFile, Segment
-from ..delta.plan import ChunkCatalogue, Fetch, Reuse, SegmentPlan, UpdatePlan, plan_update
+from ..delta.pack import PackHeader, decompress_block
+from ..delta.plan import (
+    ChunkCatalogue,
+    Fetch,
+    FetchCost,
+    Reuse,
+    SegmentPlan,
+    UpdatePlan,
+    plan_update,
+)
+from ..delta.publish import PACK_BLOCKS_SUFFIX, PACK_SUFFIX
+from ..delta.tarcuts import TarCuts
 from ..errors import IntegrityError, MirrorError, OpenDistroError
 from ..metainfo import FileEntry, Metainfo
 from ..mirrors.http import HttpMirror
-from ..mirrors.webseed import HttpSpan, content_url, delta_index_url, file_url
+from ..mirrors.webseed import (
+    DELTA_INDEX_SUFFIX,
+    HttpSpan,
+    content_url,
+    delta_index_url,
+    file_url,
+)
 from ..storage.files import FileStorage
 from .delta_peer import DeltaPeer, DeltaPeerError
 
@@ -64,6 +85,8 @@ About what a separate request costs in HTTP headers (~500 bytes on loopback):
 merging wider gaps fetches more than it saves (a wheel's changed local
 headers lie a small member apart), while the round trips are hidden by
 running requests in parallel."""
+_MAX_PACK_RUN = 8
+"""Adjacent pack blocks fetched in one request at most (runs are fetched in parallel)."""
 _PARALLEL_REQUESTS = 4
 """Mirror requests in flight at once (a given ``http`` client's per-origin limit applies too)."""
 
@@ -83,6 +106,9 @@ class DeltaOutcome:
     index_bytes: int = 0
     bytes_reused: int = 0
     bytes_fetched: int = 0
+    """Everything the rebuild fetched, pack and compressed peer answers as sent."""
+    pack_bytes: int = 0
+    """Of those, the pack's header and blocks (0 without a pack)."""
     segments: int = 0
     segments_whole: int = 0
     raw_fallbacks: list[str] = field(default_factory=list)
@@ -141,7 +167,9 @@ def catalogue_old_files(
     """Chunk every old file's segments with the index's parameters (blocking).
 
     Compressed segments' content is spilled to ``scratch`` as it is chunked,
-    so that reusing a chunk of it later is a positioned read.
+    so that reusing a chunk of it later is a positioned read. Content that is
+    a tar archive is also cut at its members' edges, as the publisher does
+    (spec/delta-index.md §2.7), detected from the old content itself.
     """
     catalogue: ChunkCatalogue[OldSource] = ChunkCatalogue()
     olds: dict[int, _OldFile] = {}
@@ -155,7 +183,7 @@ def catalogue_old_files(
         for segment_number, layout in enumerate(layouts):
             try:
                 raw = read_range(path, layout.offset, layout.length)
-                for chunk in chunk_stream(raw, index.params):
+                for chunk in chunk_stream(raw, index.params, forced=TarCuts()):
                     catalogue.add(chunk.hash, (number, segment_number, False), chunk.offset,
                                   chunk.length)
                 if layout.kind != "raw":
@@ -177,7 +205,7 @@ def _catalogue_content(
     old.spills[segment_number] = spill_path
     with open(spill_path, "wb") as spill:
         content = _tee(read_content(old.path, old.layouts[segment_number]), spill)
-        for chunk in chunk_stream(content, index.params):
+        for chunk in chunk_stream(content, index.params, forced=TarCuts()):
             catalogue.add(chunk.hash, (number, segment_number, True), chunk.offset, chunk.length)
 
 
@@ -219,15 +247,20 @@ async def update_from_previous(
         http or HttpMirror(max_connections=_PARALLEL_REQUESTS)
     ) as client, AsyncExitStack() as stack:
         peer = await _delta_peer(stack, metainfo, peers)
+        pack: _Pack | None = None
         if peer is not None:
             index_data = await peer.fetch_index(index_sha256)
             delta_index = _decode_index(index_data, metainfo, peer.label)
             base = mirrors[0] if mirrors else None
             outcome.index_bytes = len(index_data)
         else:
-            (delta_index, outcome.index_bytes), base = await _fetch_index(
+            (delta_index, index_data), base = await _fetch_index(
                 client, metainfo, mirrors, index_sha256
             )
+            outcome.index_bytes = len(index_data)
+            pack = await _fetch_pack_header(metainfo, base, index_data)
+            if pack is not None:
+                outcome.pack_bytes = pack.header_size
         outcome.index = delta_index
         download_dir.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=".opendistro-delta-", dir=download_dir))
@@ -235,18 +268,23 @@ async def update_from_previous(
             catalogue, olds = await trio.to_thread.run_sync(
                 catalogue_old_files, previous, delta_index, scratch
             )
-            plan = plan_update(delta_index, catalogue)
-            outcome.file_costs = file_costs(delta_index, plan)
+            if pack is not None:
+                pack = _worth_fetching(pack, delta_index, catalogue)
+            cost = _fetch_cost(pack, peer)
+            plan = plan_update(delta_index, catalogue, cost)
+            outcome.file_costs = file_costs(delta_index, plan, cost)
             if choose is not None:
                 wanted = set(choose(outcome.index_bytes, outcome.file_costs))
                 plan = _only_files(plan, delta_index, wanted)
             outcome.files_rebuilt = sorted({segment.file for segment in plan.segments})
             if choose is not None and not plan.segments:
                 return outcome  # no delta pays: the ordinary download fetches everything
-            source = _Sources(client, base, peer)
-            outcome.bytes_fetched = await _fetch_missing(
+            source = _Sources(client, base, peer, pack)
+            fetched, from_pack = await _fetch_missing(
                 source, metainfo, delta_index, plan, scratch
             )
+            outcome.pack_bytes += from_pack
+            outcome.bytes_fetched = fetched + (pack.header_size if pack is not None else 0)
             await trio.to_thread.run_sync(
                 _assemble, metainfo, download_dir, delta_index, plan, olds, scratch, outcome
             )
@@ -296,11 +334,103 @@ class _Sources:
     http: HttpMirror
     base: str | None
     peer: DeltaPeer | None
+    pack: _Pack | None = None
 
+
+@dataclass(frozen=True)
+class _Pack:
+    """A mirror's pack of the release's new chunks: its header and where its blocks are."""
+
+    header: PackHeader
+    header_size: int
+    blocks_url: str
+    useful: dict[int, int] = field(default_factory=dict)
+    """Blocks worth fetching for this update: block number to the content bytes needed of
+    it. A block the update needs little of (the client has more of the previous release
+    than the previous index lists) costs more whole than its chunks as plain ranges."""
+
+    def cost(self, length: int, digest: bytes) -> int | None:
+        """What a missing chunk costs from the pack (its share of its block), if it is there."""
+        where = self.header.chunks.get(digest)
+        if where is None or where.length != length or where.block not in self.useful:
+            return None
+        compressed, _ = self.header.blocks[where.block]
+        return -(-length * compressed // self.useful[where.block])
+
+
+def _worth_fetching(
+    pack: _Pack, index: DeltaIndex, catalogue: ChunkCatalogue[OldSource]
+) -> _Pack | None:
+    """``pack`` with the blocks this update needs enough of to fetch them (None: none).
+
+    A first plan that never fetches a segment whole lists every missing chunk; a block
+    is worth fetching when it is smaller than the content it provides.
+    """
+    missing: set[bytes] = set()
+
+    def record(segment: Segment, chunks: Sequence[tuple[int, bytes]]) -> int:
+        missing.update(digest for _, digest in chunks)
+        return 0
+
+    plan_update(index, catalogue, record)
+    header = pack.header
+    needed: dict[int, int] = {}
+    for digest in missing:
+        where = header.chunks.get(digest)
+        if where is not None:
+            needed[where.block] = needed.get(where.block, 0) + where.length
+    useful = {block: size for block, size in needed.items() if header.blocks[block][0] < size}
+    if not useful:
+        return None
+    return _Pack(header, pack.header_size, pack.blocks_url, useful)
+
+async def _fetch_pack_header(metainfo: Metainfo, base: str, index_data: bytes) -> _Pack | None:
+    """The mirror's pack for this index, or None (none there, or unusable: plain ranges then)."""
+    index_url = delta_index_url(metainfo, base)
+    stem = index_url.removesuffix(DELTA_INDEX_SUFFIX)
+    try:
+        status, body = await http_get.get(
+            stem + PACK_SUFFIX, error=MirrorError, what="mirror", max_body=_MAX_INDEX_BYTES,
+            timeout=30,
+        )
+        if status != 200:
+            return None
+        header = PackHeader.decode(body)
+    except (OpenDistroError, OSError):
+        return None
+    if header.index_sha256 != hashlib.sha256(index_data).digest():
+        return None  # a pack of another index: its chunks may still be right, but why guess
+    return _Pack(header, len(body), stem + PACK_BLOCKS_SUFFIX)
+
+
+def _fetch_cost(pack: _Pack | None, peer: DeltaPeer | None) -> FetchCost | None:
+    """What missing chunks cost where they will come from (None: their length)."""
+    if peer is not None:
+        if not peer.compresses:
+            return None
+
+        def from_peer(segment: Segment, missing: Sequence[tuple[int, bytes]]) -> int:
+            # Unknown until sent: assume the missing content compresses as well as the
+            # segment as a whole does.
+            content = sum(length for length, _ in missing)
+            return content * segment.length // max(segment.content_length, 1)
+
+        return from_peer
+    if pack is None:
+        return None
+
+    def from_pack(segment: Segment, missing: Sequence[tuple[int, bytes]]) -> int:
+        cost = 0
+        for length, digest in missing:
+            packed = pack.cost(length, digest)
+            cost += length if packed is None else packed
+        return cost
+
+    return from_pack
 
 async def _fetch_index(
     client: HttpMirror, metainfo: Metainfo, mirrors: Sequence[str], sha256: bytes | None
-) -> tuple[tuple[DeltaIndex, int], str]:
+) -> tuple[tuple[DeltaIndex, bytes], str]:
     errors = []
     for base in mirrors:
         url = delta_index_url(metainfo, base)
@@ -318,7 +448,7 @@ async def _fetch_index(
         ):
             errors.append(f"{url}: the index belongs to another release")
             continue
-        return (index, len(data)), base
+        return (index, data), base
     raise MirrorError("no delta index: " + "; ".join(errors))
 
 
@@ -347,17 +477,20 @@ async def _fetch_missing(
     index: DeltaIndex,
     plan: UpdatePlan[OldSource],
     scratch: Path,
-) -> int:
-    """Fetch every missing range into scratch files, one per segment; returns the bytes.
+) -> tuple[int, int]:
+    """Fetch every missing range into scratch files, one per segment.
 
-    From a mirror, the ranges of every segment are gathered first and near
-    ones merged across segments, then fetched a few at a time: a wheel's
-    changed local headers and members become a handful of requests instead
-    of one round trip each, and bytes stream to disk as they arrive.
+    Returns the bytes fetched and, of those, the bytes of pack blocks. From a
+    mirror, chunks its pack holds come from there, compressed; the ranges of
+    every segment are gathered first and near ones merged across segments,
+    then fetched a few at a time: a wheel's changed local headers and members
+    become a handful of requests instead of one round trip each, and bytes
+    stream to disk as they arrive.
     """
     entries = metainfo.data_files()
     total = 0
     wanted: dict[tuple[str, int], list[_Want]] = {}
+    from_pack: dict[bytes, list[_Want]] = {}
     for segment_plan in plan.segments:
         indexed = index.files[segment_plan.file]
         segment = indexed.segments[segment_plan.segment]
@@ -369,8 +502,10 @@ async def _fetch_missing(
         if sources.peer is not None and not segment_plan.whole:
             wanted_content = [(segment_plan.file, segment_plan.segment, start, length)
                               for start, length in ranges]
+            before = sources.peer.bytes_received
             try:
-                total += await sources.peer.fetch_content(wanted_content, target)
+                await sources.peer.fetch_content(wanted_content, target)
+                total += sources.peer.bytes_received - before
                 continue
             except DeltaPeerError:
                 sources.peer = None  # the mirror, if any, takes over from here
@@ -380,6 +515,8 @@ async def _fetch_missing(
             continue  # fetched whole by the ordinary download: its pieces will fail the check
         target.touch()
         sidecar = _content_offsets(indexed)
+        if sources.pack is not None and not segment_plan.whole:
+            ranges = _take_packed(sources.pack, segment_plan, segment, target, from_pack)
         for start, length in ranges:
             span = _span(metainfo, base, entry, indexed, segment, segment_plan, sidecar,
                          start, length)
@@ -387,8 +524,116 @@ async def _fetch_missing(
                 _Want(span.start, length, target, start)
             )
     requests = _coalesce(wanted)
-    await _fetch_requests(sources.http, requests)
-    return total + sum(request.end - request.start for request in requests)
+    runs = _pack_runs(sources.pack, from_pack) if sources.pack is not None else []
+    jobs: list[Callable[[], Awaitable[None]]] = [
+        functools.partial(_fetch_request, sources.http, request) for request in requests
+    ]
+    jobs += [functools.partial(_fetch_pack_run, sources.http, run) for run in runs]
+    await _run_jobs(jobs)
+    packed = sum(run.span.length for run in runs)
+    return total + packed + sum(request.end - request.start for request in requests), packed
+
+
+def _take_packed(
+    pack: _Pack,
+    plan: SegmentPlan[OldSource],
+    segment: Segment,
+    target: Path,
+    from_pack: dict[bytes, list[_Want]],
+) -> list[tuple[int, int]]:
+    """Note the missing chunks to take from ``pack`` in ``from_pack``; return the other ranges.
+
+    The ranges left are merged as :func:`_ranges` does (near ones into one).
+    """
+    fetches = [(op.offset, op.offset + op.length) for op in plan.ops if isinstance(op, Fetch)]
+    left: list[tuple[int, int]] = []
+    position, number = 0, 0
+    for length, digest in segment.chunks:
+        start, end = position, position + length
+        position = end
+        while number < len(fetches) and fetches[number][1] <= start:
+            number += 1
+        if number == len(fetches):
+            break
+        if not fetches[number][0] <= start < fetches[number][1]:
+            continue  # a reused chunk
+        if pack.cost(length, digest) is not None:
+            where = pack.header.chunks[digest]
+            from_pack.setdefault(digest, []).append(_Want(where.offset, length, target, start))
+        elif left and start - (left[-1][0] + left[-1][1]) <= _FETCH_GAP:
+            left[-1] = (left[-1][0], end - left[-1][0])
+        else:
+            left.append((start, length))
+    return left
+
+
+@dataclass
+class _PackRun:
+    """Adjacent pack blocks fetched with one request, and what to cut out of each."""
+
+    span: HttpSpan
+    codec: str
+    blocks: list[tuple[int, int, int, list[_Want]]]
+    """Per block: its start in the blocks file, compressed length, content length, wants
+    (``_Want.offset`` being the offset in the block's content)."""
+
+
+def _pack_runs(pack: _Pack, from_pack: dict[bytes, list[_Want]]) -> list[_PackRun]:
+    header = pack.header
+    per_block: dict[int, list[_Want]] = {}
+    for digest, wants in from_pack.items():
+        where = header.chunks[digest]
+        per_block.setdefault(where.block, []).extend(wants)
+    runs: list[_PackRun] = []
+    previous = -2
+    for block in sorted(per_block):
+        compressed, content = header.blocks[block]
+        start = header.offsets[block]
+        entry = (start, compressed, content, per_block[block])
+        if block == previous + 1 and len(runs[-1].blocks) < _MAX_PACK_RUN:
+            run = runs[-1]
+            run.blocks.append(entry)
+            span = run.span
+            run.span = HttpSpan(span.url, span.start, start + compressed - 1, span.start,
+                                span.file_length)
+        else:
+            runs.append(_PackRun(
+                HttpSpan(pack.blocks_url, start, start + compressed - 1, start,
+                         header.blocks_size),
+                header.codec, [entry],
+            ))
+        previous = block
+    return runs
+
+
+async def _fetch_pack_run(client: HttpMirror, run: _PackRun) -> None:
+    """Stream a run of blocks; inflate each as it completes and write its wanted chunks.
+
+    Only the block being received is held (at most ~4 MiB compressed and its content).
+    """
+    blocks = iter(run.blocks)
+    current: tuple[int, int, int, list[_Want]] | None = next(blocks)
+    buffer = bytearray()
+    files = _ScratchFiles()
+
+    def sink(position: int, data: memoryview) -> None:
+        nonlocal current
+        buffer.extend(data)
+        while current is not None and len(buffer) >= current[1]:
+            _, compressed, content, wants = current
+            block = decompress_block(run.codec, bytes(buffer[:compressed]), content)
+            del buffer[:compressed]
+            view = memoryview(block)
+            for want in wants:
+                files.write(want.target, want.at, view[want.offset : want.offset + want.length])
+            current = next(blocks, None)
+
+    try:
+        await client.stream_span(run.span, sink)
+    finally:
+        files.close()
+    if current is not None:
+        raise MirrorError(f"{run.span.url}: the pack's blocks ended early")
 
 
 @dataclass(frozen=True)
@@ -428,22 +673,22 @@ def _coalesce(wanted: dict[tuple[str, int], list[_Want]]) -> list[_Request]:
     return requests
 
 
-async def _fetch_requests(client: HttpMirror, requests: Sequence[_Request]) -> None:
-    """Run ``requests``, a few at once; the first failure stops the rest and is raised."""
-    pending = iter(requests)
+async def _run_jobs(jobs: Sequence[Callable[[], Awaitable[None]]]) -> None:
+    """Run mirror requests, a few at once; the first failure stops the rest and is raised."""
+    pending = iter(jobs)
     failed: list[Exception] = []
 
     async def work(cancel_scope: trio.CancelScope) -> None:
-        for request in pending:
+        for job in pending:
             try:
-                await _fetch_request(client, request)
+                await job()
             except (OpenDistroError, OSError) as exc:
                 failed.append(exc)
                 cancel_scope.cancel()
                 return
 
     async with trio.open_nursery() as nursery:
-        for _ in range(min(_PARALLEL_REQUESTS, len(requests))):
+        for _ in range(min(_PARALLEL_REQUESTS, len(jobs))):
             nursery.start_soon(work, nursery.cancel_scope)
     if failed:
         raise failed[0]
@@ -496,19 +741,48 @@ class _ScratchFiles:
         self._fd, self._path = -1, None
 
 
-def file_costs(index: DeltaIndex, plan: UpdatePlan[OldSource]) -> list[FileCost]:
-    """What the plan would fetch and reuse for each file of the new release."""
+def file_costs(
+    index: DeltaIndex, plan: UpdatePlan[OldSource], fetch_cost: FetchCost | None = None
+) -> list[FileCost]:
+    """What the plan would fetch and reuse for each file of the new release.
+
+    ``fetch_cost`` prices missing chunks where they travel compressed (as for
+    :func:`~opendistro.delta.plan.plan_update`); without it, content ranges
+    count by their length.
+    """
     fetch = [0] * len(index.files)
     reuse = [0] * len(index.files)
     for segment_plan in plan.segments:
         segment = index.files[segment_plan.file].segments[segment_plan.segment]
-        fetch[segment_plan.file] += sum(length for _, length in _ranges(segment_plan, segment))
+        if fetch_cost is not None and not segment_plan.whole:
+            missing = _missing_chunks(segment_plan, segment)
+            fetch[segment_plan.file] += fetch_cost(segment, missing) if missing else 0
+        else:
+            fetch[segment_plan.file] += sum(
+                length for _, length in _ranges(segment_plan, segment)
+            )
         if not segment_plan.whole:
             reuse[segment_plan.file] += segment_plan.reused
     return [
         FileCost(number, indexed.path, indexed.length, fetch[number], reuse[number])
         for number, indexed in enumerate(index.files)
     ]
+
+
+def _missing_chunks(plan: SegmentPlan[OldSource], segment: Segment) -> list[tuple[int, bytes]]:
+    """The ``(length, hash)`` chunks of ``segment`` that ``plan`` fetches."""
+    fetches = [(op.offset, op.offset + op.length) for op in plan.ops if isinstance(op, Fetch)]
+    missing: list[tuple[int, bytes]] = []
+    position, number = 0, 0
+    for length, digest in segment.chunks:
+        while number < len(fetches) and fetches[number][1] <= position:
+            number += 1
+        if number == len(fetches):
+            break
+        if fetches[number][0] <= position:
+            missing.append((length, digest))
+        position += length
+    return missing
 
 
 def _only_files(

@@ -14,11 +14,18 @@ Each message is a bencoded dictionary, followed for the two data messages
 by the bytes. Requests carry an ``id`` the answer repeats, so answers can
 come in any order; :class:`ContentRequests` matches them and refuses an
 answer nobody asked for or of the wrong length.
+
+Content is what an update lacks, and for packages it compresses well (tar
+headers, changed sources). Two peers that both list ``zlib`` under
+``od_delta_enc`` in their extension handshakes may send content data
+zlib-compressed (``enc``), when that is smaller; the receiver inflates it
+with a hard bound of the requested length.
 """
 
 from __future__ import annotations
 
 import hashlib
+import zlib
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -27,7 +34,9 @@ from ...errors import BencodeError, IntegrityError, LocalProtocolError, RemotePr
 
 __all__ = [
     "CONTENT_BLOCK_SIZE",
+    "ENCODING_ZLIB",
     "EXTENSION_NAME",
+    "HANDSHAKE_ENC_KEY",
     "HANDSHAKE_SHA256_KEY",
     "HANDSHAKE_SIZE_KEY",
     "INDEX_PIECE_SIZE",
@@ -42,9 +51,11 @@ __all__ = [
     "IndexData",
     "IndexReject",
     "IndexRequest",
+    "compress_content",
     "decode_delta_message",
     "encode_delta_message",
     "index_response",
+    "lists_zlib",
 ]
 
 EXTENSION_NAME: Final = "od_delta"
@@ -52,6 +63,11 @@ HANDSHAKE_SIZE_KEY: Final = b"od_delta_size"
 """Extension handshake key: the size in bytes of the delta index the sender serves."""
 HANDSHAKE_SHA256_KEY: Final = b"od_delta_sha256"
 """Extension handshake key: the SHA-256 of that index."""
+HANDSHAKE_ENC_KEY: Final = b"od_delta_enc"
+"""Extension handshake key: the content encodings the sender accepts and sends."""
+ENCODING_ZLIB: Final = b"zlib"
+_ZLIB_LEVEL: Final = 6
+_MAX_ENCODINGS: Final = 16
 INDEX_PIECE_SIZE: Final = 16384
 MAX_INDEX_SIZE: Final = 64 << 20
 CONTENT_BLOCK_SIZE: Final = 65536
@@ -107,10 +123,15 @@ class ContentRequest:
 
 @dataclass(frozen=True, slots=True)
 class ContentData:
-    """The answer to content request ``request_id``: exactly the bytes asked for."""
+    """The answer to content request ``request_id``: exactly the bytes asked for.
+
+    With ``enc`` ``"zlib"``, ``data`` is a zlib stream of those bytes
+    (:meth:`ContentRequests.content` inflates it, bounded).
+    """
 
     request_id: int
     data: bytes
+    enc: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,10 +167,15 @@ def encode_delta_message(message: DeltaMessage) -> bytes:
                 b"offset": offset,
                 b"length": length,
             })
-        case ContentData(request_id, data):
+        case ContentData(request_id, data, enc):
             if len(data) > CONTENT_BLOCK_SIZE:
                 raise LocalProtocolError(f"content data is at most {CONTENT_BLOCK_SIZE} bytes")
-            return encode({b"msg_type": _CONTENT_DATA, b"id": request_id}) + data
+            fields: dict[bytes, Any] = {b"msg_type": _CONTENT_DATA, b"id": request_id}
+            if enc is not None:
+                if enc.encode() != ENCODING_ZLIB:
+                    raise LocalProtocolError(f"unknown od_delta content encoding {enc!r}")
+                fields[b"enc"] = ENCODING_ZLIB
+            return encode(fields) + data
         case ContentReject(request_id):
             return encode({b"msg_type": _CONTENT_REJECT, b"id": request_id})
     raise LocalProtocolError(f"not an od_delta message: {message!r}")
@@ -181,7 +207,10 @@ def decode_delta_message(payload: bytes) -> DeltaMessage:
     if msg_type == _CONTENT_DATA:
         if len(trailing) > CONTENT_BLOCK_SIZE:
             raise RemoteProtocolError(f"od_delta content data over {CONTENT_BLOCK_SIZE} bytes")
-        return ContentData(_int(raw, b"id", 0, _MAX_ID), trailing)
+        enc = raw.get(b"enc")
+        if enc is not None and enc != ENCODING_ZLIB:
+            raise RemoteProtocolError(f"unknown od_delta content encoding {enc!r}")
+        return ContentData(_int(raw, b"id", 0, _MAX_ID), trailing, None if enc is None else "zlib")
     if trailing:
         raise RemoteProtocolError("trailing bytes after an od_delta request or reject")
     if msg_type == _INDEX_REQUEST:
@@ -199,6 +228,24 @@ def decode_delta_message(payload: bytes) -> DeltaMessage:
     if msg_type == _CONTENT_REJECT:
         return ContentReject(_int(raw, b"id", 0, _MAX_ID))
     raise RemoteProtocolError(f"unknown od_delta msg_type {msg_type!r}")
+
+
+def lists_zlib(extra: dict[bytes, Any]) -> bool:
+    """Whether an extension handshake's ``od_delta_enc`` lists ``zlib`` (a bad value: no)."""
+    value = extra.get(HANDSHAKE_ENC_KEY)
+    return (
+        isinstance(value, list)
+        and len(value) <= _MAX_ENCODINGS
+        and ENCODING_ZLIB in value
+    )
+
+
+def compress_content(request_id: int, data: bytes) -> ContentData:
+    """The answer carrying ``data``: zlib-compressed (level 6) if that is smaller."""
+    compressed = zlib.compress(data, _ZLIB_LEVEL)
+    if len(compressed) < len(data):
+        return ContentData(request_id, compressed, "zlib")
+    return ContentData(request_id, data)
 
 
 def index_response(index_bytes: bytes, request: IndexRequest) -> IndexData | IndexReject:
@@ -271,8 +318,10 @@ class ContentRequests:
     requests are outstanding at a time.
     """
 
-    def __init__(self, limit: int = MAX_OUTSTANDING) -> None:
+    def __init__(self, limit: int = MAX_OUTSTANDING, *, accept_zlib: bool = False) -> None:
         self.limit = limit
+        self.accept_zlib = accept_zlib
+        """Whether we announced ``zlib`` (a compressed answer is an error otherwise)."""
         self._next_id = 0
         self._pending: dict[int, ContentRequest] = {}
 
@@ -297,12 +346,46 @@ class ContentRequests:
         request = self._pending.pop(message.request_id, None)
         if request is None:
             raise RemoteProtocolError(f"od_delta answer to unknown request {message.request_id}")
-        if isinstance(message, ContentData) and len(message.data) != request.length:
-            raise RemoteProtocolError(
-                f"od_delta request {request.request_id} asked {request.length} bytes, "
-                f"got {len(message.data)}"
-            )
+        if isinstance(message, ContentData):
+            if message.enc is not None and not self.accept_zlib:
+                raise RemoteProtocolError("od_delta compressed answer we did not accept")
+            if message.enc is None and len(message.data) != request.length:
+                raise RemoteProtocolError(
+                    f"od_delta request {request.request_id} asked {request.length} bytes, "
+                    f"got {len(message.data)}"
+                )
         return request
+
+    @staticmethod
+    def content(request: ContentRequest, message: ContentData) -> bytes:
+        """The content ``message`` carries for ``request``, inflated if it is compressed.
+
+        Inflating never produces more than the requested length; a stream that
+        is not exactly that long, is broken or has bytes after its end is the
+        sender's protocol error.
+        """
+        if message.enc is None:
+            return message.data
+        inflater = zlib.decompressobj()
+        try:
+            data = inflater.decompress(message.data, request.length)
+            if len(data) == request.length and not inflater.eof:
+                # The end of the stream may still be waiting in the input: it must
+                # end there, with not one byte more.
+                data += inflater.decompress(inflater.unconsumed_tail, 1)
+        except zlib.error as exc:
+            raise RemoteProtocolError(f"od_delta answer does not inflate: {exc}") from exc
+        if (
+            len(data) != request.length
+            or not inflater.eof
+            or inflater.unused_data
+            or inflater.unconsumed_tail
+        ):
+            raise RemoteProtocolError(
+                f"od_delta request {request.request_id}: the compressed answer is not "
+                f"exactly {request.length} bytes"
+            )
+        return data
 
     def abandon(self) -> list[ContentRequest]:
         """Forget every outstanding request (the peer left or choked); returns them."""
