@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from opendistro.bitfield import Bitfield
 from opendistro.swarm.session import (
@@ -318,3 +318,156 @@ def test_a_peer_told_we_had_nothing_hears_each_piece_once_we_know_better() -> No
     told = b.hears(session.peer_connected("b", b.ours, 0.0, announced=True))
     assert told == [m.Have(0), m.Have(2)]
     assert b.theirs.peer_has is not None and list(b.theirs.peer_has) == [0, 2]
+
+
+class Driver:
+    """What the trio driver does with the session's decisions, minus sockets and threads.
+
+    It keeps each stored block's bytes in a buffer per piece, takes a piece's
+    buffer away to be hashed when told to verify it (the verdict comes back
+    later, when the test says so, as from a worker thread), and keeps the bans.
+    """
+
+    def __init__(self, session: SwarmSession[str], truth: bytes) -> None:
+        self.session = session
+        self.truth = truth
+        self.buffers: dict[int, bytearray] = {}
+        self.hashing: list[tuple[int, bytes]] = []
+        self.overlapping: list[int] = []
+        self.banned: dict[str, str] = {}
+
+    def run(self, actions: list, data: bytes | None = None) -> list:
+        for action in actions:
+            if isinstance(action, StoreBlock):
+                assert data is not None and len(data) == action.length
+                buffer = self.buffers.setdefault(
+                    action.index, bytearray(self.session.piece_size(action.index))
+                )
+                buffer[action.begin : action.begin + action.length] = data
+            elif isinstance(action, VerifyPiece):
+                if any(index == action.index for index, _ in self.hashing):
+                    self.overlapping.append(action.index)
+                self.hashing.append((action.index, bytes(self.buffers.pop(action.index))))
+            elif isinstance(action, DropPeer) and action.ban:
+                self.banned[action.peer] = action.reason
+        return actions
+
+    def hash_done(self, now: float) -> list:
+        """The oldest piece handed out for hashing is done: report it as the driver would."""
+        index, data = self.hashing.pop(0)
+        start = index * self.session.piece_length
+        good = data == self.truth[start : start + len(data)]
+        digests = {
+            begin: hashlib.sha1(data[begin : begin + BLOCK]).digest()
+            for begin in range(0, len(data), BLOCK)
+        }
+        return self.run(self.session.piece_checked(index, good, now, digests))
+
+
+Answer = Callable[[m.Request], bytes | None]
+
+
+def answer(session: SwarmSession[str], driver: Driver, remote: Remote, make: Answer) -> list:
+    """``remote`` answers each request it holds with ``make(request)`` (None: keeps silent)."""
+    actions: list = []
+    for index, begin, length in sorted(remote.theirs.requests_from_peer):
+        data = make(m.Request(index, begin, length))
+        if data is not None:
+            actions += driver.run(remote.says(session, m.Piece(index, begin, data)), data)
+    return actions
+
+
+def truth_and_lie(size: int) -> tuple[bytes, Answer, Answer]:
+    """The torrent's data; an honest answer; one poisoning block 0 of every piece."""
+    truth = bytes(range(256)) * (size // 256)
+
+    def tell_truth(request: m.Request) -> bytes:
+        start = request.index * 2 * BLOCK + request.begin
+        return truth[start : start + request.length]
+
+    def lie(request: m.Request) -> bytes:
+        data = tell_truth(request)
+        return data if request.begin else bytes([data[0] ^ 1]) + data[1:]
+
+    return truth, tell_truth, lie
+
+
+def first_copy_failed() -> tuple[SwarmSession[str], Driver, Remote, Remote, Answer, Answer]:
+    """A one-piece download from a liar and an honest peer whose first copy has just failed.
+
+    That copy had two senders: the liar's bad block 0, and block 1 from the honest
+    peer, asked in endgame while the liar was slow to send it. Returns the session,
+    the driver, the liar, the honest peer, and how each answers a request.
+    """
+    session = leecher(1, 2 * BLOCK, min_queue=2, max_queue=2)
+    truth, tell_truth, lie = truth_and_lie(2 * BLOCK)
+    driver = Driver(session, truth)
+    liar, honest = Remote("liar", 1), Remote("honest", 1)
+    for remote in (liar, honest):
+        connect(session, remote)
+        remote.hears(remote.says(session, m.HaveAll()))
+    liar.hears(liar.says(session, m.Unchoke()))
+    bad = lie(m.Request(0, 0, BLOCK))
+    assert bad is not None
+    liar.hears(driver.run(liar.says(session, m.Piece(0, 0, bad)), bad))
+    honest.hears(honest.says(session, m.Unchoke()))  # endgame: block 1 from it too
+    liar.hears(answer(session, driver, honest, tell_truth))  # and the liar's is cancelled
+    assert [index for index, _ in driver.hashing] == [0]
+    return session, driver, liar, honest, tell_truth, lie
+
+
+def test_a_liar_leaving_while_its_copy_is_hashed_does_not_get_the_next_sender_banned() -> None:
+    session, driver, liar, honest, tell_truth, lie = first_copy_failed()
+
+    def everyone_hears(actions: list) -> None:
+        for remote in (liar, honest):
+            remote.hears(actions)
+
+    everyone_hears(driver.hash_done(1.0))
+    assert driver.banned == {}  # two senders: not yet known who lied
+    # The next copy: the liar, asked first, now answers everything it is asked.
+    while not driver.hashing:
+        everyone_hears(answer(session, driver, liar, lie))
+        everyone_hears(answer(session, driver, honest, tell_truth))
+    # It leaves (banned for another piece, say) while that copy is hashed.
+    honest.hears(driver.run(session.peer_disconnected("liar", 2.0)))
+    honest.hears(answer(session, driver, honest, tell_truth))
+    while driver.hashing:
+        honest.hears(driver.hash_done(3.0))
+        honest.hears(answer(session, driver, honest, tell_truth))
+
+    assert list(driver.banned) == ["liar"]
+    assert driver.overlapping == []  # one copy of a piece is hashed at a time
+    assert session.seeding
+
+
+def test_a_piece_refetched_from_one_peer_is_not_shared_with_an_idle_one() -> None:
+    _, driver, _, _, _, _ = first_copy_failed()
+    refill = driver.hash_done(1.0)
+    assert len(requests(refill, "liar")) == 2  # the whole piece, from the liar alone
+    # The honest peer, idle, takes no block off the liar's queue: the copy must have one
+    # sender, so that it passes or its sender is known to have lied.
+    assert not [a for a in refill if isinstance(a, SendMessage) and a.peer == "honest"]
+
+
+def test_a_block_moved_to_an_idle_peer_in_the_same_round_is_cancelled_at_its_holder() -> None:
+    session = leecher(
+        3, 6 * BLOCK, min_queue=2, max_queue=2, sequential=True, max_unverified_bytes=0
+    )
+    truth, tell_truth, _ = truth_and_lie(6 * BLOCK)
+    driver = Driver(session, truth)
+    busy, idle = Remote("busy", 3), Remote("idle", 3)
+    connect(session, busy)
+    connect(session, idle)
+    busy.hears(busy.says(session, m.HaveAll()))
+    busy.hears(busy.says(session, m.Unchoke()))
+    busy.hears(answer(session, driver, busy, tell_truth))
+    assert [index for index, _ in driver.hashing] == [0]
+    # While piece 0 is hashed nobody is asked for more; then one round asks both.
+    idle.hears(idle.says(session, m.Have(1), m.Unchoke()))
+    assert not idle.ours.requests_to_peer
+    refill = driver.hash_done(1.0)
+    busy.hears(refill)
+    idle.hears(refill)
+    assert idle.ours.requests_to_peer == {(1, BLOCK, BLOCK)}
+    assert busy.ours.requests_to_peer == {(1, 0, BLOCK)}  # not asked for it twice

@@ -385,9 +385,11 @@ class PiecePicker(Generic[PeerKey]):
         is fetched from two sources at once. The caller cancels the block at
         the returned previous holder (which keeps at least one request) and
         requests it from ``key``. None when there is nothing worth moving.
+        A piece being fetched again from one peer (see :meth:`piece_failed`)
+        is never shared this way.
         """
         for index, progress in self._in_progress.items():
-            if not peer_has.has(index):
+            if not peer_has.has(index) or index in self._single_source:
                 continue
             held: dict[PeerKey, list[int]] = {}
             for number, askers in progress.requested.items():
@@ -412,7 +414,17 @@ class PiecePicker(Generic[PeerKey]):
         return owner == key
 
     def _restart_single_source(self, index: int) -> None:
-        """The one peer chosen for a failed piece gave up: what it sent is dropped too."""
+        """The one peer chosen for a failed piece gave up: what it sent is dropped too.
+
+        Not once every block arrived: that copy is being hashed, and its verdict
+        (and who to blame for it) must be about the blocks the driver is checking.
+        Starting over meanwhile let a second copy complete while the first was
+        hashed, and smart ban then blamed the first copy's bytes on the second's
+        senders.
+        """
+        progress = self._in_progress.get(index)
+        if progress is not None and progress.complete:
+            return
         self._single_source[index] = None
         if self._in_progress.pop(index, None) is not None:
             self._bucket(index).add(index)

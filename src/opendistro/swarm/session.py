@@ -422,8 +422,10 @@ class SwarmSession(Generic[PeerKey]):
             return []
         block, holder = stolen
         actions: list[Action[PeerKey]] = [SendMessage(key, Request(*block))]
-        holder_peer = self._peers.get(holder)
-        if holder_peer is not None and block in holder_peer.connection.requests_to_peer:
+        if holder in self._peers:
+            # Also when the holder's request is among the actions not yet carried out (both
+            # picked in one round): left outstanding, the picker no longer knows of it, and
+            # asking the holder for that block again would break the protocol (and close it).
             actions.append(SendMessage(holder, Cancel(*block)))
         return actions
 
