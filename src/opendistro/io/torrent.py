@@ -479,7 +479,24 @@ class Torrent:
         while not self.complete.is_set():
             await trio.sleep(RESUME_SAVE_INTERVAL)
             if self._resume_dirty:
-                self._save_resume()
+                await self._save_resume_soon()
+
+    async def _save_resume_soon(self) -> None:
+        """:meth:`_save_resume` with the fsync in a worker thread, off the event loop.
+
+        The pieces recorded are the ones verified before the fsync began, so
+        the record never claims data that is not yet on disk.
+        """
+        storage, have = self.storage, self.have
+        if storage is None or have is None or self.state is not TorrentState.DOWNLOADING:
+            return
+        snapshot = have.to_bytes()
+        self._resume_dirty = False
+        await trio.to_thread.run_sync(storage.flush)
+        metainfo, resume = self.metainfo, self._resume
+        if resume is None or metainfo is None or self.state is not TorrentState.DOWNLOADING:
+            return  # finished or closed meanwhile: those paths save (or forget) for themselves
+        resume.save(self.info_hash, snapshot, metainfo.num_pieces, storage.file_stats())
 
     def _save_resume(self) -> None:
         if self._resume is None or self.storage is None or self.have is None:

@@ -40,6 +40,7 @@ import trio
 
 from .. import __version__
 from ..errors import ConfigError
+from ..http_request import receive_request
 from ..io.throttle import Throttle
 
 __all__ = ["CHUNK_SIZE", "UNSATISFIABLE", "ByteRange", "MirrorServer", "parse_range"]
@@ -217,7 +218,9 @@ class MirrorServer:
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_REQUEST_HEAD)
         try:
             while True:
-                request = await self._receive_request(stream, connection)
+                request = await receive_request(
+                    stream, connection, timeout=self.request_timeout, max_body=_MAX_REQUEST_BODY
+                )
                 if request is None:
                     break
                 await self._answer(stream, connection, request)
@@ -234,29 +237,6 @@ class MirrorServer:
         finally:
             self.open_connections -= 1
             await trio.aclose_forcefully(stream)
-
-    async def _receive_request(
-        self, stream: trio.SocketStream, connection: h11.Connection
-    ) -> h11.Request | None:
-        """One whole request (body read and dropped), or None when the client is gone or slow."""
-        request: h11.Request | None = None
-        body_size = 0
-        with trio.move_on_after(self.request_timeout):
-            while True:
-                event = connection.next_event()
-                if event is h11.NEED_DATA:
-                    connection.receive_data(await stream.receive_some(_RECEIVE_SIZE))
-                elif isinstance(event, h11.Request):
-                    request = event
-                elif isinstance(event, h11.Data):
-                    body_size += len(event.data)
-                    if body_size > _MAX_REQUEST_BODY:
-                        raise h11.RemoteProtocolError("request body too large", 413)
-                elif isinstance(event, h11.EndOfMessage):
-                    return request
-                else:  # ConnectionClosed (or PAUSED, which a server never asks for)
-                    return None
-        return None
 
     async def _answer(
         self, stream: trio.SocketStream, connection: h11.Connection, request: h11.Request

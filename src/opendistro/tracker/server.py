@@ -27,6 +27,7 @@ import h11
 import trio
 
 from ..errors import OpenDistroError, TrackerError
+from ..http_request import receive_request
 from . import udp as udp_protocol
 from .protocol import AnnounceRequest, encode_failure, encode_scrape_response, parse_scrape_query
 from .registry import TrackerRegistry
@@ -208,7 +209,9 @@ class TrackerServer:
         try:
             peer_ip = _normalise_ip(stream.socket.getpeername()[0])
             while True:
-                request = await self._receive_request(stream, connection)
+                request = await receive_request(
+                    stream, connection, timeout=self._request_timeout, max_body=_MAX_REQUEST_BODY
+                )
                 if request is None:
                     break
                 status, content_type, body = self._safe_route(request, peer_ip)
@@ -225,29 +228,6 @@ class TrackerServer:
         finally:
             self._open_connections -= 1
             await trio.aclose_forcefully(stream)
-
-    async def _receive_request(
-        self, stream: trio.SocketStream, connection: h11.Connection
-    ) -> h11.Request | None:
-        """Read one whole request within the time limit; None when the client is gone or slow."""
-        request: h11.Request | None = None
-        body_size = 0
-        with trio.move_on_after(self._request_timeout):
-            while True:
-                event = connection.next_event()
-                if event is h11.NEED_DATA:
-                    connection.receive_data(await stream.receive_some(65536))
-                elif isinstance(event, h11.Request):
-                    request = event
-                elif isinstance(event, h11.Data):
-                    body_size += len(event.data)
-                    if body_size > _MAX_REQUEST_BODY:
-                        raise h11.RemoteProtocolError("request body too large", 413)
-                elif isinstance(event, h11.EndOfMessage):
-                    return request
-                else:  # ConnectionClosed or PAUSED
-                    return None
-        return None
 
     async def _send_response(
         self,
