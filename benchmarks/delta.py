@@ -311,7 +311,12 @@ async def run_pair(
             previous_index = old_published.index
         started = time.perf_counter()
         published = await trio.to_thread.run_sync(
-            lambda: publish_delta(metainfo, publisher, previous_index=previous_index)
+            lambda: publish_delta(
+                metainfo,
+                publisher,
+                previous_index=previous_index,
+                previous_files=[old_file] if previous_index is not None else [],
+            )
         )
         publish_s = time.perf_counter() - started
         async with Client(host=HOST) as seeder:

@@ -8,9 +8,12 @@ package update cheaper than plain content ranges.
 
 from __future__ import annotations
 
+import gzip as gzip_module
 import hashlib
 import lzma
 import random
+import shutil
+import subprocess
 import sys
 import zlib
 from pathlib import Path
@@ -264,3 +267,33 @@ async def test_create_writes_a_pack_with_previous_index(tmp_path: Path) -> None:
     assert header.chunks and (new.parent / "pkg-1.1.tar.gz.odblocks").stat().st_size == (
         header.blocks_size
     )
+
+
+@pytest.mark.skipif(shutil.which("gzip") is None, reason="the gzip tool is not installed")
+def test_with_the_previous_files_the_pack_holds_only_what_their_users_lack(
+    tmp_path: Path,
+) -> None:
+    old_members = members(11)
+    new_members = edited(old_members, 1, 12)
+    # GNU gzip's deflate is not Python's: the old index can describe that tarball only by its
+    # raw bytes, while a client (and now the publisher) looks inside it.
+    plain = tmp_path / "old" / "pkg-1.0.tar"
+    tarball(tmp_path / "old" / "pkg-1.0.tar.gz", old_members)
+    plain.write_bytes(gzip_module.decompress((tmp_path / "old" / "pkg-1.0.tar.gz").read_bytes()))
+    subprocess.run(["gzip", "-6", "-f", "-n", str(plain)], check=True)
+    old = tmp_path / "old" / "pkg-1.0.tar.gz"
+    old_metainfo = create_torrent(old, version="hybrid", piece_length=65536)
+    old_index = publish_delta(old_metainfo, old.parent).index
+    assert any(s.fallback_reason for f in old_index.files for s in f.segments)
+
+    def pack_size(name: str, **previous: object) -> int:
+        root = tmp_path / name
+        new = tarball(root / "pkg-1.1.tar.gz", new_members)
+        metainfo = create_torrent(new, version="hybrid", piece_length=65536)
+        published = publish_delta(metainfo, root, **previous)  # type: ignore[arg-type]
+        assert published.pack is not None
+        return published.pack.blocks_size
+
+    by_index = pack_size("by-index", previous_index=old_index)
+    by_files = pack_size("by-files", previous_index=old_index, previous_files=[old])
+    assert by_files * 5 < by_index

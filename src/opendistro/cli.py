@@ -140,6 +140,14 @@ def _parser() -> argparse.ArgumentParser:
         help="the previous release's delta index: also write NAME.odpack and NAME.odblocks, "
         "the chunks new in this release, compressed, for mirrors to serve",
     )
+    create.add_argument(
+        "--previous",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="OLD_PATH",
+        help="the previous release's files: the pack then holds exactly what their users lack",
+    )
     create.add_argument("--comment")
     version = create.add_mutually_exclusive_group()
     version.add_argument("--v1", dest="version", action="store_const", const="v1")
@@ -426,7 +434,10 @@ def _create(args: argparse.Namespace) -> int:
             with open(args.previous_index, "rb") as handle:
                 previous_index = DeltaIndex.decode(handle.read(MAX_INDEX_SIZE + 1))
         published = publish_delta(
-            metainfo, args.path.resolve().parent, previous_index=previous_index
+            metainfo,
+            args.path.resolve().parent,
+            previous_index=previous_index,
+            previous_files=_files_below(args.previous),
         )
         summary["delta_index"] = str(published.index_path)
         if published.pack is not None:
@@ -442,6 +453,17 @@ def _create(args: argparse.Namespace) -> int:
             print(f"wrote {summary['delta_index']} (delta index; serve it beside the release)")
         print(f"magnet: {summary['magnet']}")
     return 0
+
+
+def _files_below(paths: Sequence[Path]) -> list[Path]:
+    """The regular files among ``paths`` and below the folders among them, in order."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink()))
+        else:
+            files.append(path)
+    return files
 
 
 def _delta_index(args: argparse.Namespace) -> int:

@@ -27,15 +27,17 @@ import lzma
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import bencode
-from ..errors import BencodeError, DeltaError
-from .chunker import HASH_SIZE
+from ..errors import BencodeError, DeltaError, OpenDistroError
+from .archives import read_content, read_range, segment_file
+from .chunker import HASH_SIZE, ChunkerParams, chunk_stream
 from .index import DeltaIndex
+from .tarcuts import TarCuts
 
 __all__ = [
     "BLOCK_SIZE",
@@ -227,17 +229,21 @@ def write_pack(
     root: Path,
     index: DeltaIndex,
     index_bytes: bytes,
-    previous: DeltaIndex,
+    known: Collection[bytes],
     *,
     multi_file: bool,
     header_path: Path,
     blocks_path: Path,
     codec: str = "xz",
 ) -> PackHeader:
-    """Write the pack of ``index``'s release (in ``root``) against ``previous`` (blocking)."""
+    """Write the pack of ``index``'s release (in ``root``): its chunks not ``known`` (blocking).
+
+    ``known`` is what users of the previous release have: the chunk hashes of
+    its index (:func:`index_chunk_hashes`), or better, of its files chunked as
+    a client chunks them (:func:`file_chunk_hashes`).
+    """
     if codec not in CODECS:
         raise DeltaError(f"unknown pack codec {codec!r}")
-    known = {digest for f in previous.files for s in f.segments for _, digest in s.chunks}
     chunks: dict[bytes, PackedChunk] = {}
     blocks: list[tuple[int, int]] = []
     content = bytearray()
@@ -271,3 +277,40 @@ def write_pack(
     header_partial.write_bytes(encoded)
     os.replace(header_partial, header_path)
     return header
+
+
+def index_chunk_hashes(index: DeltaIndex) -> set[bytes]:
+    """Every chunk hash a delta index lists."""
+    return {
+        digest
+        for entry in index.files
+        for segment in entry.segments
+        for _, digest in segment.chunks
+    }
+
+
+def file_chunk_hashes(paths: Iterable[Path], params: ChunkerParams) -> set[bytes]:
+    """The chunks a client holding ``paths`` finds in them (blocking).
+
+    As :mod:`opendistro.io.delta_update` chunks old files: every segment's
+    bytes, and every compressed segment's content, even one the publisher of
+    those files could not recompress (an index lists only its raw bytes).
+    """
+    known: set[bytes] = set()
+    for path in paths:
+        try:
+            layouts = segment_file(path, find_recipes=False)
+        except (OSError, OpenDistroError):
+            continue
+        for layout in layouts:
+            try:
+                sources = [read_range(path, layout.offset, layout.length)]
+                if layout.kind != "raw":
+                    sources.append(read_content(path, layout))
+                for source in sources:
+                    known.update(
+                        chunk.hash for chunk in chunk_stream(source, params, forced=TarCuts())
+                    )
+            except (OSError, OpenDistroError):
+                continue
+    return known

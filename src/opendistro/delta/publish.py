@@ -16,6 +16,7 @@ serve the same to peers over ``od_delta`` from their own copy.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from ..mirrors.webseed import CONTENT_SUFFIX, DELTA_INDEX_SUFFIX
 from .archives import read_content, segment_file
 from .chunker import ChunkerParams
 from .index import DeltaIndex, IndexedFile, build_index
-from .pack import PackHeader, write_pack
+from .pack import PackHeader, file_chunk_hashes, index_chunk_hashes, write_pack
 
 __all__ = [
     "PACK_BLOCKS_SUFFIX",
@@ -77,13 +78,16 @@ def publish_delta(
     root: str | os.PathLike[str],
     params: ChunkerParams | None = None,
     previous_index: DeltaIndex | None = None,
+    previous_files: Sequence[Path] = (),
 ) -> PublishedDelta:
     """Index the release in ``root`` (laid out as for seeding) and write its delta files.
 
     With ``previous_index`` (the index of the release users update from), also
     write the pack of the chunks that release lacks. Pass the same chunker
     parameters the previous index used (``params`` defaults to them then), or
-    no chunk will match.
+    no chunk will match. With ``previous_files`` (that release's files) the
+    pack holds exactly what a client with them lacks, also inside compressed
+    streams the previous index could only describe as raw bytes.
     """
     if params is None and previous_index is not None:
         params = previous_index.params
@@ -109,8 +113,10 @@ def publish_delta(
     partial.write_bytes(data)
     os.replace(partial, path)
     pack = None
-    if previous_index is not None:
+    if previous_index is not None or previous_files:
+        known = index_chunk_hashes(previous_index) if previous_index is not None else set()
+        known |= file_chunk_hashes(previous_files, index.params)
         header_path, blocks_path = pack_paths(base, metainfo)
-        pack = write_pack(base, index, data, previous_index, multi_file=metainfo.is_multi_file,
+        pack = write_pack(base, index, data, known, multi_file=metainfo.is_multi_file,
                           header_path=header_path, blocks_path=blocks_path)
     return PublishedDelta(index, path, len(data), tuple(written), pack)
