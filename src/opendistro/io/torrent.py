@@ -96,7 +96,7 @@ OUR_EXTENSIONS = {"ut_metadata": 3, "ut_pex": 1, "od_delta": 4}
 RESUME_SAVE_INTERVAL = 5.0
 HASHERS = 2
 """Worker threads hashing pieces at once: hashlib lets go of the GIL, so two cores help."""
-HASH_BATCH_BYTES = 4 << 20
+HASH_BATCH_BYTES = 1 << 20
 """Queued pieces one worker-thread call may take, at least one piece whatever its size."""
 TRACKER_RETRY = 15.0
 TICK_INTERVAL = 1.0
