@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from opendistro.create import create_torrent
+from opendistro.metainfo import Metainfo
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
@@ -32,3 +35,10 @@ def make_release(tmp_path: Path) -> Callable[..., Path]:
         return folder
 
     return build
+
+
+@pytest.fixture
+def release(make_release: Callable[..., Path]) -> tuple[Metainfo, Path]:
+    """A hybrid multi-file release (so with pad files) and its torrent, for mirror tests."""
+    folder = make_release(sizes=(100_000, 30_000, 70_000))
+    return create_torrent(folder, version="hybrid", piece_length=16384), folder

@@ -16,6 +16,8 @@ from urllib.parse import unquote, urlsplit
 
 import trio
 
+from opendistro.metainfo import Metainfo
+
 _MAX_HEAD = 64 * 1024
 _CHUNK = 16 * 1024
 
@@ -233,3 +235,11 @@ def _parse_range(value: str | None, size: int) -> tuple[int, int] | str | None:
     if first >= size:
         return "unsatisfiable"
     return first, min(last, size - 1)
+
+
+def piece_space(metainfo: Metainfo, folder: Path) -> bytes:
+    """The torrent's piece space as the files in ``folder`` hold it (padding as zeros)."""
+    return b"".join(
+        bytes(entry.length) if entry.is_padding else folder.joinpath(*entry.path).read_bytes()
+        for entry in metainfo.files
+    )

@@ -9,14 +9,13 @@ import itertools
 import shutil
 import socket
 import ssl
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from opendistro import Metainfo, __version__, create_torrent
+from opendistro import Metainfo, __version__
 from opendistro.errors import (
     LocalProtocolError,
     MirrorDataError,
@@ -27,7 +26,7 @@ from opendistro.errors import (
 from opendistro.mirrors.backoff import MirrorHealth
 from opendistro.mirrors.http import HttpMirror, Timeouts
 from opendistro.mirrors.webseed import HttpSpan, piece_spans, spans
-from tests.mirror_server import MirrorServer
+from tests.mirror_server import MirrorServer, piece_space
 
 #: Short limits so fault tests finish quickly; the fail_after below is only a safety net.
 QUICK = Timeouts(connect=5, first_byte=0.5, idle=0.5)
@@ -35,24 +34,10 @@ SAFETY = 30
 PIECE = 16384
 
 
-@pytest.fixture
-def release(make_release: Callable[..., Path]) -> tuple[Metainfo, Path]:
-    """A hybrid multi-file release (so with pad files) and its torrent."""
-    folder = make_release(sizes=(100_000, 30_000, 70_000))
-    return create_torrent(folder, version="hybrid", piece_length=PIECE), folder
-
-
 async def start(root: Path, nursery: trio.Nursery, **kwargs: Any) -> MirrorServer:
     server = MirrorServer(root, **kwargs)
     await nursery.start(server.serve)
     return server
-
-
-def piece_space(metainfo: Metainfo, folder: Path) -> bytes:
-    return b"".join(
-        bytes(entry.length) if entry.is_padding else folder.joinpath(*entry.path).read_bytes()
-        for entry in metainfo.files
-    )
 
 
 def a_span(

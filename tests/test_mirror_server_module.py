@@ -27,6 +27,7 @@ from opendistro.errors import ConfigError, MirrorDataError, MirrorNotFound
 from opendistro.mirrors.http import HttpMirror
 from opendistro.mirrors.server import UNSATISFIABLE, ByteRange, MirrorServer, parse_range
 from opendistro.mirrors.webseed import HttpSpan, piece_spans, spans
+from tests.mirror_server import piece_space
 
 from .interop.lt_helpers import LT_PEER, free_port, require_libtorrent
 
@@ -34,24 +35,10 @@ SAFETY = 30
 PIECE = 16384
 
 
-@pytest.fixture
-def release(make_release: Callable[..., Path]) -> tuple[Metainfo, Path]:
-    """A hybrid multi-file release (pad files included) under ``tmp_path/publisher``."""
-    folder = make_release(sizes=(100_000, 30_000, 70_000))
-    return create_torrent(folder, version="hybrid", piece_length=PIECE), folder
-
-
 async def start(root: Path, nursery: trio.Nursery, **kwargs: Any) -> MirrorServer:
     server = MirrorServer(root, **kwargs)
     await nursery.start(server.serve)
     return server
-
-
-def piece_space(metainfo: Metainfo, folder: Path) -> bytes:
-    return b"".join(
-        bytes(entry.length) if entry.is_padding else folder.joinpath(*entry.path).read_bytes()
-        for entry in metainfo.files
-    )
 
 
 # -- a raw HTTP connection, for requests no proper client sends ---------------------------
