@@ -437,7 +437,7 @@ def _create(args: argparse.Namespace) -> int:
             metainfo,
             args.path.resolve().parent,
             previous_index=previous_index,
-            previous_files=_files_below(args.previous),
+            previous_files=args.previous,
         )
         summary["delta_index"] = str(published.index_path)
         if published.pack is not None:
@@ -453,17 +453,6 @@ def _create(args: argparse.Namespace) -> int:
             print(f"wrote {summary['delta_index']} (delta index; serve it beside the release)")
         print(f"magnet: {summary['magnet']}")
     return 0
-
-
-def _files_below(paths: Sequence[Path]) -> list[Path]:
-    """The regular files among ``paths`` and below the folders among them, in order."""
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink()))
-        else:
-            files.append(path)
-    return files
 
 
 def _delta_index(args: argparse.Namespace) -> int:

@@ -27,17 +27,16 @@ import lzma
 import os
 import struct
 import zlib
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import bencode
-from ..errors import BencodeError, DeltaError, OpenDistroError
-from .archives import read_content, read_range, segment_file
-from .chunker import HASH_SIZE, ChunkerParams, chunk_stream
+from ..errors import BencodeError, DeltaError
+from .chunker import HASH_SIZE, ChunkerParams
 from .index import DeltaIndex
-from .tarcuts import TarCuts
+from .previous import files_below, old_chunks, old_layouts
 
 __all__ = [
     "BLOCK_SIZE",
@@ -289,28 +288,16 @@ def index_chunk_hashes(index: DeltaIndex) -> set[bytes]:
     }
 
 
-def file_chunk_hashes(paths: Iterable[Path], params: ChunkerParams) -> set[bytes]:
-    """The chunks a client holding ``paths`` finds in them (blocking).
+def file_chunk_hashes(paths: Sequence[Path], params: ChunkerParams) -> set[bytes]:
+    """The chunks a client holding ``paths`` (files or folders) finds in them (blocking).
 
-    As :mod:`opendistro.io.delta_update` chunks old files: every segment's
-    bytes, and every compressed segment's content, even one the publisher of
-    those files could not recompress (an index lists only its raw bytes).
+    Chunked as :mod:`opendistro.io.delta_update` chunks old files
+    (:func:`~opendistro.delta.previous.old_chunks`): also the content of
+    compressed streams the previous release's index could only list as raw bytes.
     """
     known: set[bytes] = set()
-    for path in paths:
-        try:
-            layouts = segment_file(path, find_recipes=False)
-        except (OSError, OpenDistroError):
-            continue
-        for layout in layouts:
-            try:
-                sources = [read_range(path, layout.offset, layout.length)]
-                if layout.kind != "raw":
-                    sources.append(read_content(path, layout))
-                for source in sources:
-                    known.update(
-                        chunk.hash for chunk in chunk_stream(source, params, forced=TarCuts())
-                    )
-            except (OSError, OpenDistroError):
-                continue
+    for path in files_below(paths):
+        layouts = old_layouts(path)
+        if layouts is not None:
+            known.update(chunk.hash for _, _, chunk in old_chunks(path, layouts, params))
     return known

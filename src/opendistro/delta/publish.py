@@ -85,7 +85,7 @@ def publish_delta(
     With ``previous_index`` (the index of the release users update from), also
     write the pack of the chunks that release lacks. Pass the same chunker
     parameters the previous index used (``params`` defaults to them then), or
-    no chunk will match. With ``previous_files`` (that release's files) the
+    no chunk will match. With ``previous_files`` (that release's files or folders) the
     pack holds exactly what a client with them lacks, also inside compressed
     streams the previous index could only describe as raw bytes.
     """

@@ -33,13 +33,11 @@ from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 import trio
 
 from .. import http_get
-from ..delta.archives import SegmentLayout, read_content, read_range, rebuild, segment_file
-from ..delta.chunker import chunk_stream
+from ..delta.archives import SegmentLayout, read_range, rebuild
 from ..delta.index import DeltaIndex, IndexedFile, Segment
 from ..delta.pack import PackHeader, decompress_block
 from ..delta.plan import (
@@ -51,8 +49,8 @@ from ..delta.plan import (
     UpdatePlan,
     plan_update,
 )
+from ..delta.previous import files_below, old_chunks, old_layouts
 from ..delta.publish import PACK_BLOCKS_SUFFIX, PACK_SUFFIX
-from ..delta.tarcuts import TarCuts
 from ..errors import IntegrityError, MirrorError, OpenDistroError
 from ..metainfo import FileEntry, Metainfo
 from ..mirrors.http import HttpMirror
@@ -76,8 +74,6 @@ __all__ = [
 ]
 
 _MAX_INDEX_BYTES = 64 << 20
-_COPY_SIZE = 1 << 20
-_MAX_OLD_FILES = 100_000
 _FETCH_GAP = 512
 """Missing ranges closer than this are fetched in one request (the gap is thrown away).
 
@@ -149,70 +145,30 @@ class _OldFile:
     """Segment number to a scratch file with that compressed segment's content."""
 
 
-def _old_files(previous: Sequence[Path]) -> list[Path]:
-    files: list[Path] = []
-    for path in previous:
-        if path.is_dir() and not path.is_symlink():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink()))
-        elif path.is_file():
-            files.append(path)
-        if len(files) > _MAX_OLD_FILES:
-            raise OpenDistroError(f"more than {_MAX_OLD_FILES} files in the previous version")
-    return files
-
-
 def catalogue_old_files(
     previous: Sequence[Path], index: DeltaIndex, scratch: Path
 ) -> tuple[ChunkCatalogue[OldSource], dict[int, _OldFile]]:
     """Chunk every old file's segments with the index's parameters (blocking).
 
     Compressed segments' content is spilled to ``scratch`` as it is chunked,
-    so that reusing a chunk of it later is a positioned read. Content that is
-    a tar archive is also cut at its members' edges, as the publisher does
-    (spec/delta-index.md §2.7), detected from the old content itself.
+    so that reusing a chunk of it later is a positioned read (see
+    :func:`opendistro.delta.previous.old_chunks`).
     """
     catalogue: ChunkCatalogue[OldSource] = ChunkCatalogue()
     olds: dict[int, _OldFile] = {}
-    for number, path in enumerate(_old_files(previous)):
-        try:
-            layouts = segment_file(path, find_recipes=False)
-        except (OSError, OpenDistroError):
+    for number, path in enumerate(files_below(previous)):
+        layouts = old_layouts(path)
+        if layouts is None:
             continue
-        old = _OldFile(path, layouts, {})
-        olds[number] = old
-        for segment_number, layout in enumerate(layouts):
-            try:
-                raw = read_range(path, layout.offset, layout.length)
-                for chunk in chunk_stream(raw, index.params, forced=TarCuts()):
-                    catalogue.add(chunk.hash, (number, segment_number, False), chunk.offset,
-                                  chunk.length)
-                if layout.kind != "raw":
-                    _catalogue_content(catalogue, old, number, segment_number, index, scratch)
-            except (OSError, OpenDistroError):
-                continue  # an unreadable or broken old segment is simply not reused
+        old = olds[number] = _OldFile(path, layouts, {})
+
+        def spill(segment: int, old: _OldFile = old, number: int = number) -> Path:
+            old.spills[segment] = scratch / f"old-{number}-{segment}"
+            return old.spills[segment]
+
+        for segment, is_content, chunk in old_chunks(path, layouts, index.params, spill):
+            catalogue.add(chunk.hash, (number, segment, is_content), chunk.offset, chunk.length)
     return catalogue, olds
-
-
-def _catalogue_content(
-    catalogue: ChunkCatalogue[OldSource],
-    old: _OldFile,
-    number: int,
-    segment_number: int,
-    index: DeltaIndex,
-    scratch: Path,
-) -> None:
-    spill_path = scratch / f"old-{number}-{segment_number}"
-    old.spills[segment_number] = spill_path
-    with open(spill_path, "wb") as spill:
-        content = _tee(read_content(old.path, old.layouts[segment_number]), spill)
-        for chunk in chunk_stream(content, index.params, forced=TarCuts()):
-            catalogue.add(chunk.hash, (number, segment_number, True), chunk.offset, chunk.length)
-
-
-def _tee(content: Iterator[bytes], spill: BinaryIO) -> Iterator[bytes]:
-    for data in content:
-        spill.write(data)
-        yield data
 
 
 async def update_from_previous(
@@ -879,7 +835,7 @@ def _segment_bytes(
     if plan.whole and not fetched.exists():
         return  # left to the ordinary download
     if plan.whole:
-        yield from _read_range(fetched, 0, segment.length)
+        yield from read_range(fetched, 0, segment.length)
         return
     content = _content(plan, olds, fetched)
     if segment.kind == "raw":
@@ -893,27 +849,16 @@ def _content(
 ) -> Iterator[bytes]:
     for op in plan.ops:
         if isinstance(op, Fetch):
-            yield from _read_range(fetched, op.offset, op.length)
+            yield from read_range(fetched, op.offset, op.length)
             continue
         assert isinstance(op, Reuse)
         old_number, segment_number, is_content = op.source
         old = olds[old_number]
         if is_content:
-            yield from _read_range(old.spills[segment_number], op.source_offset, op.length)
+            yield from read_range(old.spills[segment_number], op.source_offset, op.length)
         else:
             start = old.layouts[segment_number].offset + op.source_offset
-            yield from _read_range(old.path, start, op.length)
-
-
-def _read_range(path: Path, offset: int, length: int) -> Iterator[bytes]:
-    with open(path, "rb") as handle:
-        handle.seek(offset)
-        while length > 0:
-            data = handle.read(min(length, _COPY_SIZE))
-            if not data:
-                raise OSError(f"{os.fspath(path)} ends before the range it should hold")
-            length -= len(data)
-            yield data
+            yield from read_range(old.path, start, op.length)
 
 
 def _write(storage: FileStorage, metainfo: Metainfo, offset: int, data: Iterator[bytes]) -> None:
