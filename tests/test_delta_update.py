@@ -299,3 +299,21 @@ async def test_an_index_the_signature_does_not_name_is_refused(tmp_path: Path) -
                                              index_sha256=signed)
         nursery.cancel_scope.cancel()
     assert outcome.bytes_reused >= 190_000
+
+
+async def test_a_peer_without_the_index_is_passed_over_for_the_mirror(tmp_path: Path) -> None:
+    data = random.Random(10).randbytes(300_000)
+    new, metainfo = release(tmp_path / "new", "blob.bin", lambda p: write(p, data))
+    old = write(tmp_path / "old" / "blob.bin", data[:250_000])
+    async with trio.open_nursery() as nursery, Client(host=LOOPBACK) as seeder:
+        await seeder.seed(metainfo, new.parent)  # nothing published yet: it serves no index
+        publish_delta(metainfo, new.parent)  # for the mirror only
+        mirror = MirrorServer(new.parent)
+        await nursery.start(mirror.serve)
+        peer = [(LOOPBACK, seeder.port)]
+        with pytest.raises(MirrorError, match="no delta index"):
+            await update_from_previous(metainfo, tmp_path / "a", [old], [], peers=peer)
+        outcome = await update_from_previous(metainfo, tmp_path / "b", [old], [mirror.url],
+                                             peers=peer)
+        nursery.cancel_scope.cancel()
+    assert outcome.bytes_reused >= 200_000

@@ -16,6 +16,7 @@ __all__ = [
     "ConfigError",
     "DeltaError",
     "DeltaIndexError",
+    "DeltaPeerError",
     "DownloadError",
     "EncryptionError",
     "IntegrityError",
@@ -112,6 +113,11 @@ class MirrorDataError(MirrorError):
 
 class DeltaError(OpenDistroError):
     """A delta index or update plan is malformed or cannot be applied."""
+
+
+class DeltaPeerError(DeltaError):
+    """A peer cannot serve a delta over od_delta (it lacks the extension or the index,
+    refused, broke the protocol or left)."""
 
 
 class DeltaIndexError(DeltaError, ValueError):

@@ -21,7 +21,7 @@ from types import TracebackType
 
 import trio
 
-from ..errors import OpenDistroError, RemoteProtocolError
+from ..errors import DeltaPeerError, OpenDistroError, RemoteProtocolError
 from ..wire.connection import PeerConnection
 from ..wire.extensions.handshake import ExtensionHandshake
 from ..wire.extensions.od_delta import (
@@ -44,16 +44,12 @@ from ..wire.extensions.od_delta import (
 )
 from ..wire.messages import Extended, Handshake, HaveNone
 
-__all__ = ["DeltaPeer", "DeltaPeerError"]
+__all__ = ["DeltaPeer"]
 
 CONNECT_TIMEOUT = 10.0
 ANSWER_TIMEOUT = 30.0
 _OUR_ID = 1
 """The id under which we ask the peer to send us od_delta messages."""
-
-
-class DeltaPeerError(OpenDistroError):
-    """The peer cannot serve the delta (no od_delta, no index, refused, gone)."""
 
 
 class DeltaPeer:

@@ -51,7 +51,7 @@ from ..delta.plan import (
 )
 from ..delta.previous import files_below, old_chunks, old_layouts
 from ..delta.publish import PACK_BLOCKS_SUFFIX, PACK_SUFFIX
-from ..errors import IntegrityError, MirrorError, OpenDistroError
+from ..errors import DeltaPeerError, IntegrityError, MirrorError, OpenDistroError
 from ..metainfo import FileEntry, Metainfo
 from ..mirrors.http import HttpMirror
 from ..mirrors.webseed import (
@@ -62,7 +62,7 @@ from ..mirrors.webseed import (
     file_url,
 )
 from ..storage.files import FileStorage
-from .delta_peer import DeltaPeer, DeltaPeerError
+from .delta_peer import DeltaPeer
 
 __all__ = [
     "ChooseFiles",
