@@ -97,7 +97,11 @@ class _Decoder:
         if colon < 0:
             raise BencodeError("malformed string length")
         digits = self.data[pos:colon]
-        if not all(c in _DIGITS for c in digits) or (digits[0] == 0x30 and len(digits) > 1):
+        if (
+            not digits
+            or not all(c in _DIGITS for c in digits)
+            or (digits[0] == 0x30 and len(digits) > 1)
+        ):
             raise BencodeError(f"malformed string length {digits!r}")
         start = colon + 1
         end = start + int(digits)

@@ -14,6 +14,9 @@ from __future__ import annotations
 __all__ = [
     "BencodeError",
     "ConfigError",
+    "CreditError",
+    "CreditProtocolError",
+    "DHTError",
     "DeltaError",
     "DeltaIndexError",
     "DeltaPeerError",
@@ -31,6 +34,7 @@ __all__ = [
     "MirrorUnavailable",
     "OpenDistroError",
     "ProtocolError",
+    "ReceiptError",
     "RemoteProtocolError",
     "SignatureError",
     "StorageError",
@@ -61,6 +65,10 @@ class RemoteProtocolError(ProtocolError):
 
 class EncryptionError(RemoteProtocolError):
     """The Message Stream Encryption (MSE/PE) handshake failed or was refused."""
+
+
+class DHTError(RemoteProtocolError):
+    """A DHT node sent a KRPC message we cannot accept: malformed, oversized, or forged."""
 
 
 class MetainfoError(OpenDistroError, ValueError):
@@ -134,3 +142,15 @@ class DownloadError(OpenDistroError):
 
 class ConfigError(OpenDistroError, ValueError):
     """A setting or command-line argument is out of range or contradictory."""
+
+
+class CreditError(OpenDistroError):
+    """A credit identity, receipt or ledger cannot be used (a corrupt identity file, say)."""
+
+
+class ReceiptError(CreditError):
+    """A credit receipt is malformed, badly signed, or bound to another torrent or peer."""
+
+
+class CreditProtocolError(CreditError, RemoteProtocolError):
+    """A peer broke the od_credit extension protocol (a bad hello or receipt, too many)."""

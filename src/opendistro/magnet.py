@@ -60,7 +60,14 @@ def _parse_peer(value: str) -> tuple[str, int]:
         host, sep, port_text = value.rpartition(":")
         if not sep or not host or ":" in host or "/" in host or " " in host:
             raise MagnetError(f"bad x.pe peer {value!r}")
-    if not port_text.isascii() or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    # At most five digits, so a hostile run of digits never reaches int() (which
+    # refuses over 4300 digits with a plain ValueError).
+    if (
+        not port_text.isascii()
+        or not port_text.isdigit()
+        or len(port_text) > 5
+        or not 0 < int(port_text) < 65536
+    ):
         raise MagnetError(f"bad port in x.pe peer {value!r}")
     return host, int(port_text)
 

@@ -443,7 +443,7 @@ def _rfc822(text: str | None) -> datetime | None:
         return None
     try:
         moment = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # e.g. a 20-digit year
         return None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
@@ -692,13 +692,16 @@ def _read_v3(root: _Element) -> Metalink:
     files = tuple(_read_file_v3(element) for element in elements)
     _check_files(files)
     origin = root.attrs.get("origin")
+    origin_url = _source_url(origin, "origin") if origin else None
     return Metalink(
         files=files,
         generator=root.attrs.get("generator", "").strip() or None,
         published=_rfc822(root.attrs.get("pubdate")),
         updated=_rfc822(root.attrs.get("refreshdate")),
-        origin=_source_url(origin, "origin") if origin else None,
-        dynamic=root.attrs.get("type", "").strip().lower() == "dynamic",
+        origin=origin_url,
+        # "Fetch it again for updates" means nothing without a place to fetch from.
+        dynamic=origin_url is not None
+        and root.attrs.get("type", "").strip().lower() == "dynamic",
     )
 
 

@@ -349,7 +349,10 @@ class PublicKeyFile:
             except SignatureError as exc:
                 raise ConfigError(f"public key file: {exc}") from None
         not_after = fields.get("Not-After")
-        if not_after is not None and not (not_after.isascii() and not_after.isdigit()):
+        if not_after is not None and not (
+            # A bounded length keeps a run of digits from int()'s plain ValueError.
+            not_after.isascii() and not_after.isdigit() and len(not_after) <= 20
+        ):
             raise ConfigError("public key file: Not-After must be a unix time in seconds")
         return cls(key, publisher, int(not_after) if not_after is not None else None)
 

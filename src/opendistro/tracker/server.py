@@ -8,7 +8,9 @@ ones that need a socket or a clock: taking the peer's address from the
 connection (a query parameter is not trusted, except a loopback ``ip`` so local
 test swarms work), bounding what one connection may cost (request size, time to
 send a request, number of connections) and saving the swarms periodically and
-on shutdown.
+on shutdown. With a credit database it also takes signed credit receipts
+(``POST /credit``) and answers standings (``GET /credit?identity=HEX``), see
+:mod:`~opendistro.tracker.credit`.
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Collection
+from urllib.parse import parse_qs
 
 import h11
 import trio
 
 from ..errors import OpenDistroError, TrackerError
-from ..http_request import receive_request
+from ..http_request import receive_request_with_body
 from . import udp as udp_protocol
+from .credit import MAX_SUBMISSION_BODY, CreditStore, decode_submission
 from .protocol import AnnounceRequest, encode_failure, encode_scrape_response, parse_scrape_query
 from .registry import TrackerRegistry
 from .store import TrackerStore, snapshot_registry
@@ -40,6 +44,7 @@ logger = logging.getLogger(__name__)
 _MAX_REQUEST_HEAD = 8 * 1024  # an announce query is ~300 bytes; headers stay small
 _MAX_REQUEST_BODY = 16 * 1024  # GET requests have none; refuse anything large
 _UDP_PACKET_SIZE = 2048
+_CREDIT_PATH = b"/credit"
 _CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
@@ -71,6 +76,14 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _body_limit(request: h11.Request) -> int:
+    """How much body a request may carry: a credit submission, or next to nothing."""
+    path = request.target.partition(b"?")[0]
+    if request.method == b"POST" and path == _CREDIT_PATH:
+        return MAX_SUBMISSION_BODY
+    return _MAX_REQUEST_BODY
+
+
 class TrackerServer:
     """A BitTorrent tracker serving HTTP and UDP on one port number.
 
@@ -81,7 +94,9 @@ class TrackerServer:
     to send a request, so a slow or silent client cannot hold a connection slot.
     ``on_announce(request, ip)`` is called after every accepted announce (HTTP
     or UDP) with the address the peer was recorded under; it is meant for
-    metrics, logs and tests, and must not raise.
+    metrics, logs and tests, and must not raise. With ``credit_db_path`` the
+    tracker keeps the credit ledger there and serves ``/credit``; without it
+    ``/credit`` answers 404.
     """
 
     def __init__(
@@ -99,6 +114,7 @@ class TrackerServer:
         request_timeout: float = 10.0,
         max_connections: int = 512,
         on_announce: Callable[[AnnounceRequest, str], None] | None = None,
+        credit_db_path: str | os.PathLike[str] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -106,6 +122,8 @@ class TrackerServer:
             interval=interval, min_interval=min_interval, peer_ttl=peer_ttl, allow_list=allow_list
         )
         self._store = TrackerStore(db_path) if db_path is not None else None
+        self._credit_db_path = credit_db_path
+        self.credit: CreditStore | None = None
         self._udp_enabled = udp
         self._persist_interval = persist_interval
         self._request_timeout = request_timeout
@@ -133,6 +151,10 @@ class TrackerServer:
     def stats_url(self) -> str:
         return f"http://{_url_host(self.host)}:{self.port}/stats.json"
 
+    @property
+    def credit_url(self) -> str:
+        return f"http://{_url_host(self.host)}:{self.port}/credit"
+
     # ------------------------------------------------------------ lifecycle
 
     async def serve(
@@ -143,6 +165,8 @@ class TrackerServer:
             saved = await trio.to_thread.run_sync(self._store.load)
             TrackerStore.restore_into(self.registry, saved)
             self.registry.expire(time.time())
+        if self._credit_db_path is not None:
+            self.credit = CreditStore(self._credit_db_path, is_allowed=self.registry.is_allowed)
         listeners, udp_socket = await self._bind()
         try:
             async with trio.open_nursery() as nursery:
@@ -160,6 +184,8 @@ class TrackerServer:
             if self._store is not None:
                 with trio.CancelScope(shield=True):
                     await self._persist()
+            if self.credit is not None:
+                self.credit.close()
 
     async def _bind(self) -> tuple[list[trio.SocketListener], trio.socket.SocketType | None]:
         """Bind TCP, then UDP on the same port number; with port 0, retry until both fit."""
@@ -209,12 +235,16 @@ class TrackerServer:
         try:
             peer_ip = _normalise_ip(stream.socket.getpeername()[0])
             while True:
-                request = await receive_request(
-                    stream, connection, timeout=self._request_timeout, max_body=_MAX_REQUEST_BODY
+                received = await receive_request_with_body(
+                    stream, connection, timeout=self._request_timeout, body_limit=_body_limit
                 )
-                if request is None:
+                if received is None:
                     break
-                status, content_type, body = self._safe_route(request, peer_ip)
+                request, request_body = received
+                if request.target.partition(b"?")[0] == _CREDIT_PATH:
+                    status, content_type, body = await self._safe_credit(request, request_body)
+                else:
+                    status, content_type, body = self._safe_route(request, peer_ip)
                 await self._send_response(stream, connection, status, content_type, body)
                 if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
                     break
@@ -295,6 +325,36 @@ class TrackerServer:
             ).encode()
             return 200, "application/json", body
         return 404, "text/plain", encode_failure("not found")
+
+    async def _safe_credit(self, request: h11.Request, body: bytes) -> tuple[int, str, bytes]:
+        """``/credit``: submit receipts (POST) or read a standing (GET), in a worker thread."""
+        try:
+            return await trio.to_thread.run_sync(self._credit, request, body)
+        except Exception:
+            logger.exception("tracker credit handler failed")
+            return 500, "text/plain", encode_failure("internal tracker error")
+
+    def _credit(self, request: h11.Request, body: bytes) -> tuple[int, str, bytes]:
+        store = self.credit
+        if store is None:
+            return 404, "text/plain", encode_failure("this tracker keeps no credit")
+        if request.method == b"POST":
+            try:
+                receipts = decode_submission(body)
+            except TrackerError as exc:
+                return 400, "text/plain", encode_failure(str(exc))
+            return 200, "text/plain", store.submit(receipts).encode()
+        if request.method == b"GET":
+            query = request.target.partition(b"?")[2].decode("latin-1")
+            values = parse_qs(query).get("identity", [])
+            try:
+                identity = bytes.fromhex(values[0]) if len(values) == 1 else b""
+            except ValueError:
+                identity = b""
+            if len(identity) != 32:
+                return 400, "text/plain", encode_failure("identity must be 64 hex digits")
+            return 200, "text/plain", store.standing(identity).encode()
+        return 405, "text/plain", encode_failure("/credit takes GET or POST")
 
     def _http_announce(self, query: bytes, peer_ip: str) -> bytes:
         try:

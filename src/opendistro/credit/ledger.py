@@ -1,0 +1,291 @@
+"""The local credit ledger: what each identity gave us and took from us, across sessions.
+
+Two things must outlive a connection and a restart:
+
+* per (peer identity, torrent), the verified bytes the peer gave us and the
+  bytes we gave it. The first is what our receipts to it state; receipts are
+  cumulative, so after a restart we must continue from the old total, or the
+  peer's next receipts would sit below the ones it already holds and be worth
+  nothing;
+* per (receiver identity, torrent), the best (highest) receipt that peer
+  signed for us, which is what we show the tracker. Only the best is kept:
+  it supersedes all earlier ones.
+
+Totals are only ever raised (``max``), so recording the same state twice, or
+two connections recording out of order, cannot lose or double count bytes.
+
+Growth is bounded by a prune that runs on open and every
+:data:`PRUNE_EVERY` writes: rows untouched for ``max_age`` seconds go (a peer
+not seen for that long is unlikely to come back, and if it does its receipts
+restart below what it holds, which costs it credit, not us correctness), and
+each table is then cut to ``max_rows`` rows, least recently used first; among
+held receipts, ones the tracker already has go before ones it does not.
+
+The ledger is synchronous and small; one connection serves every thread
+behind a lock, so the caller may use it from trio directly or a worker thread.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from ..errors import ReceiptError, StorageError
+from .receipts import MAX_TOTAL, Receipt, verify_receipt
+
+__all__ = [
+    "DEFAULT_MAX_AGE",
+    "DEFAULT_MAX_ROWS",
+    "LEDGER_FILE_NAME",
+    "PRUNE_EVERY",
+    "CreditLedger",
+    "Exchange",
+]
+
+LEDGER_FILE_NAME: Final = "credit-ledger.sqlite"
+DEFAULT_MAX_ROWS: Final = 100_000
+DEFAULT_MAX_AGE: Final = 365 * 24 * 3600.0
+PRUNE_EVERY: Final = 1000
+_SCHEMA_VERSION: Final = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS exchange (
+    peer BLOB NOT NULL,
+    torrent BLOB NOT NULL,
+    received INTEGER NOT NULL,
+    sent INTEGER NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (peer, torrent)
+);
+CREATE INDEX IF NOT EXISTS exchange_updated ON exchange (updated);
+CREATE TABLE IF NOT EXISTS held_receipts (
+    receiver BLOB NOT NULL,
+    torrent BLOB NOT NULL,
+    total INTEGER NOT NULL,
+    receipt BLOB NOT NULL,
+    submitted INTEGER NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (receiver, torrent)
+);
+CREATE INDEX IF NOT EXISTS held_updated ON held_receipts (updated);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """Bytes exchanged with one identity for one torrent, over all sessions so far."""
+
+    peer: bytes
+    torrent: bytes
+    received: int
+    """Verified bytes the peer gave us: the total our next receipt to it starts from."""
+    sent: int
+    """Bytes we gave the peer (our own count; its receipts prove part of it)."""
+    held: int
+    """The total of the best receipt the peer signed for us (0: none)."""
+
+
+class CreditLedger:
+    """A SQLite file holding our exchanges and the best receipts peers gave ``owner`` (us)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        owner: bytes,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        max_age: float = DEFAULT_MAX_AGE,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.owner = bytes(owner)
+        self.max_rows = max_rows
+        self.max_age = max_age
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._writes = 0
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False)
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, _SCHEMA_VERSION):
+                self._db.close()
+                raise StorageError(
+                    f"{self.path}: credit ledger schema {version} is newer than this client"
+                )
+            with self._db:
+                self._db.executescript(_SCHEMA)
+                self._db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open credit ledger {self.path!r}: {exc}") from exc
+        self.prune()
+
+    @classmethod
+    def open(cls, state_dir: str | os.PathLike[str], *, owner: bytes) -> CreditLedger:
+        """The ledger file in ``state_dir`` (created with the directory if needed)."""
+        directory = Path(state_dir)
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create state directory {directory}: {exc}") from exc
+        return cls(directory / LEDGER_FILE_NAME, owner=owner)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> CreditLedger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                with self._db:
+                    yield self._db
+            except sqlite3.Error as exc:
+                raise StorageError(f"credit ledger {self.path!r}: {exc}") from exc
+
+    def _wrote(self) -> None:
+        self._writes += 1
+        if self._writes % PRUNE_EVERY == 0:
+            self.prune()
+
+    # ------------------------------------------------------------ exchanges
+
+    def exchange(self, peer: bytes, torrent: bytes) -> Exchange:
+        """What we exchanged with ``peer`` for ``torrent`` so far (zeros for a stranger)."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT received, sent FROM exchange WHERE peer = ? AND torrent = ?",
+                (peer, torrent),
+            ).fetchone()
+            held = db.execute(
+                "SELECT total FROM held_receipts WHERE receiver = ? AND torrent = ?",
+                (peer, torrent),
+            ).fetchone()
+        received, sent = (int(row[0]), int(row[1])) if row else (0, 0)
+        return Exchange(bytes(peer), bytes(torrent), received, sent, int(held[0]) if held else 0)
+
+    def record(self, peer: bytes, torrent: bytes, *, received: int = 0, sent: int = 0) -> None:
+        """Raise the stored totals for ``peer`` and ``torrent`` to at least these (never lower)."""
+        if not (0 <= received <= MAX_TOTAL and 0 <= sent <= MAX_TOTAL):
+            raise StorageError("credit totals must be 0..2^63-1")
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO exchange (peer, torrent, received, sent, updated)"
+                " VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (peer, torrent) DO UPDATE SET"
+                " received = max(received, excluded.received),"
+                " sent = max(sent, excluded.sent), updated = excluded.updated",
+                (peer, torrent, received, sent, self._clock()),
+            )
+        self._wrote()
+
+    def totals(self, peer: bytes) -> tuple[int, int]:
+        """(received from, sent to) ``peer`` over every torrent."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT total(received), total(sent)"
+                " FROM exchange WHERE peer = ?",
+                (peer,),
+            ).fetchone()
+        return int(row[0]), int(row[1])
+
+    # ------------------------------------------------------------ receipts we hold
+
+    def keep_receipt(self, receipt: Receipt) -> int:
+        """Keep ``receipt`` if it beats the one held from its receiver; return the gain.
+
+        The receipt must credit us and verify; a receipt not above the held
+        one (a replay) changes nothing and gains 0.
+        """
+        verify_receipt(receipt, giver=self.owner)
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT total FROM held_receipts WHERE receiver = ? AND torrent = ?",
+                (receipt.receiver, receipt.torrent),
+            ).fetchone()
+            previous = int(row[0]) if row else 0
+            if receipt.total <= previous:
+                return 0
+            db.execute(
+                "INSERT INTO held_receipts (receiver, torrent, total, receipt, submitted, updated)"
+                " VALUES (?, ?, ?, ?, 0, ?)"
+                " ON CONFLICT (receiver, torrent) DO UPDATE SET total = excluded.total,"
+                " receipt = excluded.receipt, updated = excluded.updated",
+                (receipt.receiver, receipt.torrent, receipt.total, receipt.encode(), self._clock()),
+            )
+        self._wrote()
+        return receipt.total - previous
+
+    def best_receipt(self, receiver: bytes, torrent: bytes) -> Receipt | None:
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT receipt FROM held_receipts WHERE receiver = ? AND torrent = ?",
+                (receiver, torrent),
+            ).fetchone()
+        return self._parse(row[0]) if row else None
+
+    def receipts_to_submit(self, limit: int = 256) -> list[Receipt]:
+        """Held receipts the tracker has not accepted yet, oldest first."""
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT receipt FROM held_receipts WHERE total > submitted"
+                " ORDER BY updated LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [self._parse(row[0]) for row in rows]
+
+    def mark_submitted(self, receipts: Iterable[Receipt]) -> None:
+        """The tracker has these (accepted or already had them): do not send them again."""
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE held_receipts SET submitted = max(submitted, ?)"
+                " WHERE receiver = ? AND torrent = ?",
+                [(r.total, r.receiver, r.torrent) for r in receipts],
+            )
+
+    def _parse(self, blob: bytes) -> Receipt:
+        try:
+            return Receipt.decode(bytes(blob))
+        except ReceiptError as exc:
+            raise StorageError(f"credit ledger {self.path!r} holds a corrupt receipt") from exc
+
+    # ------------------------------------------------------------ bounds
+
+    def prune(self, now: float | None = None) -> int:
+        """Apply the growth bounds (see the module docstring); return the rows removed."""
+        cutoff = (self._clock() if now is None else now) - self.max_age
+        with self._transaction() as db:
+            removed = db.execute("DELETE FROM exchange WHERE updated < ?", (cutoff,)).rowcount
+            removed += db.execute(
+                "DELETE FROM held_receipts WHERE updated < ?", (cutoff,)
+            ).rowcount
+            removed += db.execute(
+                "DELETE FROM exchange WHERE rowid IN (SELECT rowid FROM exchange"
+                " ORDER BY updated DESC LIMIT -1 OFFSET ?)",
+                (self.max_rows,),
+            ).rowcount
+            removed += db.execute(
+                "DELETE FROM held_receipts WHERE rowid IN (SELECT rowid FROM held_receipts"
+                " ORDER BY (total > submitted) DESC, updated DESC LIMIT -1 OFFSET ?)",
+                (self.max_rows,),
+            ).rowcount
+        return removed
+
+    def __len__(self) -> int:
+        """Rows held, both tables together (for tests and statistics)."""
+        with self._transaction() as db:
+            exchanges = db.execute("SELECT count(*) FROM exchange").fetchone()[0]
+            held = db.execute("SELECT count(*) FROM held_receipts").fetchone()[0]
+        return int(exchanges) + int(held)
