@@ -40,6 +40,7 @@ from .errors import (
 )
 from .io.client import Client
 from .io.delta_update import DeltaOutcome, update_from_previous
+from .io.dht import PUBLIC_BOOTSTRAP_NODES
 from .io.torrent import Torrent, TorrentState, directory_of
 from .magnet import MagnetLink
 from .metainfo import Metainfo
@@ -193,6 +194,7 @@ def _parser() -> argparse.ArgumentParser:
     seed.add_argument("torrent", type=Path)
     seed.add_argument("--data", type=Path, required=True)
     _add_peer_options(seed)
+    _add_dht_options(seed)
 
     get = commands.add_parser("get", help="download a torrent, magnet link or Metalink")
     get.add_argument("source", help="a .torrent file, a magnet: URI or a .meta4 Metalink file")
@@ -239,6 +241,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     get.add_argument("--json", action="store_true")
     _add_peer_options(get)
+    _add_dht_options(get)
 
     sums = commands.add_parser(
         "check-sums", help="check files against a signed SHA256SUMS/SHA512SUMS list"
@@ -384,6 +387,38 @@ def _add_peer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--upload-limit", type=_rate, metavar="RATE", help="bytes/s, e.g. 2M")
     parser.add_argument("--download-limit", type=_rate, metavar="RATE", help="bytes/s, e.g. 2M")
     parser.add_argument("-v", "--verbose", action="store_true")
+
+
+def _add_dht_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dht-bootstrap",
+        action="append",
+        type=_dht_node,
+        default=None,
+        metavar="HOST:PORT",
+        help="join the Mainline DHT through this node (repeatable); "
+        "'public' names the well-known public routers",
+    )
+    parser.add_argument(
+        "--dht-port", type=int, metavar="N", help="UDP port of our DHT node (turns the DHT on)"
+    )
+
+
+def _dht_node(text: str) -> list[tuple[str, int]]:
+    if text == "public":
+        return list(PUBLIC_BOOTSTRAP_NODES)
+    return [_address(text)]
+
+
+def _dht_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Client arguments for ``--dht-bootstrap``/``--dht-port``: the DHT stays off without them."""
+    groups = args.dht_bootstrap
+    if args.dht_port is not None and not 0 <= args.dht_port < 65536:
+        raise ConfigError(f"--dht-port must be 0 to 65535, got {args.dht_port}")
+    return {
+        "dht_bootstrap": None if groups is None else [node for group in groups for node in group],
+        "dht_port": args.dht_port,
+    }
 
 
 def _log_to_stderr(verbose: bool) -> Any:
@@ -797,6 +832,7 @@ async def _seed(args: argparse.Namespace) -> int:
         upload_limit=args.upload_limit,
         download_limit=args.download_limit,
         log=_log_to_stderr(args.verbose),
+        **_dht_options(args),
     ) as client:
         torrent = await client.seed(metainfo, data_dir, peers=args.peer)
         print(f"seeding {metainfo.name} on {args.host}:{client.port}", flush=True)
@@ -834,6 +870,7 @@ def _client(args: argparse.Namespace) -> Client:
         upload_limit=args.upload_limit,
         download_limit=args.download_limit,
         log=_log_to_stderr(args.verbose),
+        **(_dht_options(args) if hasattr(args, "dht_port") else {}),
     )
 
 

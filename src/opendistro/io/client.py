@@ -31,6 +31,7 @@ from ..wire.connection import PeerConnection
 from ..wire.extensions.ut_pex import PEX_INTERVAL, is_local_address
 from ..wire.messages import Handshake
 from ..wire.mse import EncryptionPolicy
+from .dht import DHTService
 from .mse_stream import negotiate_incoming, negotiate_outgoing
 from .peer import PeerSession
 from .throttle import Throttle
@@ -67,8 +68,13 @@ class Client:
         pex_interval: float = PEX_INTERVAL,
         peer_id: bytes | None = None,
         mirror_retries: int = 5,
+        dht_bootstrap: Sequence[tuple[str, int]] | None = None,
+        dht_port: int | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
+        """``dht_bootstrap`` (nodes to join through; empty: be the first node) or
+        ``dht_port`` turns on the Mainline DHT (BEP 5) on UDP ``host:dht_port``;
+        torrents that are not private then also find peers there."""
         if peer_id is not None and len(peer_id) != 20:
             raise ConfigError("peer id must be 20 bytes")
         if max_peers_per_torrent < 1 or upload_slots < 1:
@@ -95,6 +101,11 @@ class Client:
         """Every peer banned for sending bad data: its label and why."""
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
+        self.dht: DHTService | None = None
+        if dht_bootstrap is not None or dht_port is not None:
+            self.dht = DHTService(
+                host=host, port=dht_port or 0, bootstrap=dht_bootstrap or (), log=log
+            )
 
     def log(self, message: str) -> None:
         if self._log is not None:
@@ -146,6 +157,8 @@ class Client:
             listeners = await trio.open_tcp_listeners(self.port, host=self.host)
             self.port = listeners[0].socket.getsockname()[1]
             self._nursery.start_soon(trio.serve_listeners, self._accept, listeners)
+            if self.dht is not None:
+                await self._nursery.start(self.dht.run)
         except BaseException:
             await stack.__aexit__(None, None, None)
             raise

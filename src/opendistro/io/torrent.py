@@ -77,6 +77,7 @@ from ..wire.extensions.ut_pex import (
 )
 from ..wire.messages import Extended, Hashes, HashReject, HashRequest, HaveNone, Piece
 from .delta_server import DeltaServer
+from .dht import announce_torrent
 from .mirrors import MirrorSource, MirrorSources
 from .peer import PeerSession
 from .throttle import Throttle, ThrottledStream
@@ -284,6 +285,8 @@ class Torrent:
             if not self.sources.uses_peers:
                 return
             nursery.start_soon(self._tracker_loop)
+            if self.client.dht is not None:
+                nursery.start_soon(announce_torrent, self.client.dht, self)
             nursery.start_soon(self._resume_loop)
             nursery.start_soon(self._tick_loop)
             for address in self._initial_peers():
