@@ -5,17 +5,20 @@ to host B". Only the access links are modelled (the core is assumed to have
 room to spare, as it mostly does for home and office peers), each host having
 an upload capacity, a download capacity and a one-way latency to the core.
 
-Rates: a host's download is split equally among its incoming transmitting
-flows, and each flow is capped by that share; a host's upload is then
+Rates: a host's downlink is divided among its incoming flows by water-filling
+over what their senders can give (a flow from a sender whose current level is
+below the fair share keeps that level, and the rest is shared by the flows of
+faster senders), and each flow is capped by its part; a host's upload is then
 water-filled over its outgoing flows (a flow capped below the fair share
-keeps its cap, and what it leaves goes to the others), as TCP flows sharing
-a bottleneck do. This is one step of max-min fairness, not all of it:
-downlink left unused by flows held back by slow senders is *not* handed to
-the other incoming flows (that would have to chase the effect across the
-whole graph), so what the model gets wrong it gets wrong pessimistically.
+keeps its cap, and what it leaves goes to the others), as TCP flows sharing a
+bottleneck do. This is one step of max-min fairness from each end, not the
+fixed point: a downlink is re-divided only when a flow into it starts or
+ends, so a sender that speeds up later is held to its old part until then.
+The parts always add up to the downlink, so no link is ever oversubscribed,
+and what the model gets wrong it gets wrong pessimistically.
 
 Re-rating is local and lazy. When a flow starts or ends, its receiver's
-downlink share changes, so every host sending to that receiver divides its
+downlink parts change, so every host sending to that receiver divides its
 upload again; a flow whose rate did not change is not touched. A flow's
 bytes are settled (``remaining -= rate * elapsed``) only when its rate
 changes, and its completion is one :class:`~opendistro.sim.loop.Timer`:
@@ -62,7 +65,6 @@ class Host:
 
     __slots__ = (
         "_arriving",
-        "_down_share",
         "_in",
         "_out",
         "_up_share",
@@ -94,7 +96,6 @@ class Host:
         self._in: dict[Flow, None] = {}
         self._arriving: dict[Flow, None] = {}
         self._up_share = upload
-        self._down_share = download
 
     @property
     def uploading(self) -> int:
@@ -117,6 +118,7 @@ class Flow:
     """One transfer of ``size`` bytes from ``src`` to ``dst``."""
 
     __slots__ = (
+        "cap",
         "dst",
         "on_abort",
         "on_delivered",
@@ -143,6 +145,7 @@ class Flow:
         self.size = size
         self.remaining = float(size)  # as of ``stamp``
         self.rate = 0.0
+        self.cap = dst.download_capacity  # the receiver's allowance: Network._share_downlink
         self.stamp = now
         self.state = FlowState.TRANSMITTING
         self.timer: Timer | None = None
@@ -159,6 +162,10 @@ class Flow:
             f"<Flow {self.src.id}->{self.dst.id} {self.size}B state={self.state} "
             f"rate={self.rate:.0f}B/s>"
         )
+
+
+def _sender_level(flow: Flow) -> float:
+    return flow.src._up_share
 
 
 def _check_rate(name: str, value: float) -> float:
@@ -233,7 +240,6 @@ class Network:
         host._in.clear()
         host._arriving.clear()
         host._up_share = host.upload_capacity
-        host._down_share = host.download_capacity
         for flow in aborted:
             self._settle(flow, now)
             flow.rate = 0.0
@@ -243,8 +249,7 @@ class Network:
                 flow.timer = None
         # New downlink shares first, then rates: a rate reads the shares at both ends.
         for other in touched_down:
-            n = len(other._in)
-            other._down_share = other.download_capacity / n if n else other.download_capacity
+            self._share_downlink(other)
         for other in touched_up:
             self._rerate_up(other, now)
         for other in touched_down:
@@ -315,7 +320,7 @@ class Network:
         inbound = dst._in
         out[flow] = None
         inbound[flow] = None
-        dst._down_share = dst.download_capacity / len(inbound)
+        self._share_downlink(dst)
         # The new flow is in both sets, so this re-divides the upload of every
         # sender to ``dst``, ``src`` included.
         self._rerate_down(dst, now)
@@ -396,6 +401,38 @@ class Network:
             flow.remaining -= rate * (now - flow.stamp)
         flow.stamp = now
 
+    @staticmethod
+    def _share_downlink(host: Host) -> None:
+        """Divide ``host``'s downlink among its incoming flows by what their senders can give.
+
+        Water-filling again, from the receiving end: a flow whose sender's
+        current level is below the fair share is capped at that level, and the
+        downlink it leaves goes to the flows of faster senders (as TCP flows
+        into one bottleneck share it). Downlink that no sender can use right
+        now is spread over all flows as headroom. The caps always add up to
+        the capacity, so however the senders' levels move before the next
+        re-share, the downlink is never oversubscribed.
+        """
+        inbound = host._in
+        if not inbound:
+            return
+        capacity = host.download_capacity
+        count = len(inbound)
+        flows = sorted(inbound, key=_sender_level)
+        left = capacity
+        for position, flow in enumerate(flows):
+            fair = left / (count - position)
+            demand = flow.src._up_share
+            if demand >= fair:
+                for rest in flows[position:]:
+                    rest.cap = fair
+                return
+            flow.cap = demand
+            left -= demand
+        headroom = left / count
+        for flow in flows:
+            flow.cap += headroom
+
     # _rerate_up is the innermost loop of the whole simulator: the re-rating
     # (settle, set rate, maybe re-arm the timer) is written out rather than
     # shared through a method call, which costs ~30% here.
@@ -413,7 +450,7 @@ class Network:
         capacity = host.upload_capacity
         count = len(out)
         level = capacity / count
-        caps = [flow.dst._down_share for flow in out]
+        caps = [flow.cap for flow in out]
         if min(caps) < level:
             caps.sort()
             left = capacity
@@ -428,7 +465,7 @@ class Network:
         schedule = self.loop._schedule
         fired = self._timer_fired
         for flow in out:
-            down = flow.dst._down_share
+            down = flow.cap
             rate = level if level < down else down
             old = flow.rate
             if rate != old:
@@ -482,7 +519,7 @@ class Network:
         inbound = dst._in
         del out[flow]
         del inbound[flow]
-        dst._down_share = dst.download_capacity / len(inbound) if inbound else dst.download_capacity
+        self._share_downlink(dst)
         flow.rate = 0.0
         self._rerate_down(dst, now, also=src)
 
