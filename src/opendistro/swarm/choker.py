@@ -68,6 +68,9 @@ class PeerStats:
     """The peer already has everything, so it is never unchoked."""
     snubbed: bool = False
     """It has not sent us anything we requested for a while."""
+    credit: float = 0.0
+    """Bytes its identity gave us, net of what we gave it, in earlier connections
+    (0 for a newcomer or a peer without a credit identity)."""
 
 
 class Choker:

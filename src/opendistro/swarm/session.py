@@ -160,6 +160,8 @@ class _Peer:
     """How many pieces this peer has that we lack: interest is ``wanted > 0``, in O(1)."""
     last_block_at: float = 0.0
     snubbed: bool = False
+    credit: float = 0.0
+    """What this peer's identity gave us, net of what we gave it, before this connection."""
 
 
 class SwarmSession(Generic[PeerKey]):
@@ -257,6 +259,16 @@ class SwarmSession(Generic[PeerKey]):
             actions.append(SendMessage(key, BitfieldMessage(self.have.to_bytes())))
         actions.extend(self._count_availability(key, peer))
         return actions
+
+    def set_peer_credit(self, key: PeerKey, credit: float) -> None:
+        """Tell the choker what ``key`` contributed before (verified bytes it gave us,
+        net of what we gave it, from the credit ledger: see :mod:`opendistro.credit`).
+
+        Peers that never proved an identity keep 0, the newcomer's standing.
+        """
+        peer = self._peers.get(key)
+        if peer is not None:
+            peer.credit = credit
 
     def peer_disconnected(self, key: PeerKey, now: float) -> list[Action[PeerKey]]:
         peer = self._peers.pop(key, None)
@@ -649,6 +661,7 @@ class SwarmSession(Generic[PeerKey]):
                 connected_at=peer.connected_at,
                 is_seed=peer.connection.peer_is_seed,
                 snubbed=peer.snubbed,
+                credit=peer.credit,
             )
             for key, peer in self._peers.items()
         ]
