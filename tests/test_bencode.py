@@ -78,3 +78,12 @@ def test_booleans_and_unknown_types_cannot_be_encoded() -> None:
         bencode.encode(True)
     with pytest.raises(BencodeError):
         bencode.encode(1.5)
+
+
+def test_containers_per_document_are_capped() -> None:
+    """Two bytes make a list of ~60 bytes in memory: the count is bounded, not the size."""
+    assert bencode.decode(b"l" + b"le" * 1000 + b"e", max_containers=1001) == [[]] * 1000
+    with pytest.raises(BencodeError, match="too many lists"):
+        bencode.decode(b"l" + b"de" * 1000 + b"e", max_containers=1000)
+    with pytest.raises(BencodeError, match="too many lists"):
+        bencode.decode(b"l" + b"le" * (bencode.DEFAULT_MAX_CONTAINERS + 1) + b"e")

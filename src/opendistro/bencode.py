@@ -7,8 +7,9 @@ because BitTorrent needs three things a general-purpose decoder does not give:
   dictionary *as found in the file*, not of a re-encoding of it);
 * decoding a prefix and leaving the rest (a ``ut_metadata`` message is a
   bencoded dictionary followed by raw bytes);
-* limits on nesting depth and container sizes, so hostile input costs bounded
-  time and memory and fails with :class:`~opendistro.errors.BencodeError`.
+* limits on nesting depth and on how many containers one document builds, so
+  hostile input costs bounded time and memory and fails with
+  :class:`~opendistro.errors.BencodeError`.
 
 Decoded values use ``bytes`` for strings and dictionary keys, ``int``,
 ``list`` and ``dict``; nothing is guessed to be text.
@@ -25,6 +26,11 @@ from .errors import BencodeError
 __all__ = ["decode", "decode_prefix", "dict_value_span", "encode"]
 
 DEFAULT_MAX_DEPTH = 64
+DEFAULT_MAX_CONTAINERS = 1_000_000
+"""Lists and dictionaries one decode may build. Two input bytes (``le``) make
+an empty list of about 60 bytes in memory, so without a cap a 64 MiB document
+could cost gigabytes; a million is far above any real torrent, index or
+tracker answer and keeps the worst case near 100 MB."""
 _DIGITS = frozenset(b"0123456789")
 
 _encoder = bencodepy.Bencode(encoding=None)
@@ -58,9 +64,15 @@ def encode(value: Any) -> bytes:
 
 
 class _Decoder:
-    def __init__(self, data: bytes, max_depth: int) -> None:
+    def __init__(self, data: bytes, max_depth: int, max_containers: int) -> None:
         self.data = data
         self.max_depth = max_depth
+        self.containers_left = max_containers
+
+    def _count_container(self) -> None:
+        self.containers_left -= 1
+        if self.containers_left < 0:
+            raise BencodeError("bencoding holds too many lists and dictionaries")
 
     def value(self, pos: int, depth: int) -> tuple[Any, int]:
         data = self.data
@@ -110,6 +122,7 @@ class _Decoder:
         return self.data[start:end], end
 
     def _list(self, pos: int, depth: int) -> tuple[list[Any], int]:
+        self._count_container()
         items: list[Any] = []
         pos += 1
         while True:
@@ -121,6 +134,7 @@ class _Decoder:
             items.append(item)
 
     def _dict(self, pos: int, depth: int) -> tuple[dict[bytes, Any], int]:
+        self._count_container()
         result: dict[bytes, Any] = {}
         pos += 1
         while True:
@@ -137,18 +151,27 @@ class _Decoder:
 
 
 def decode_prefix(
-    data: bytes, start: int = 0, *, max_depth: int = DEFAULT_MAX_DEPTH
+    data: bytes,
+    start: int = 0,
+    *,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    max_containers: int = DEFAULT_MAX_CONTAINERS,
 ) -> tuple[Any, int]:
     """Decode one value starting at ``start``; return it and the offset just past it."""
     try:
-        return _Decoder(bytes(data), max_depth).value(start, 0)
+        return _Decoder(bytes(data), max_depth, max_containers).value(start, 0)
     except RecursionError as exc:  # pragma: no cover - max_depth keeps us far from it
         raise BencodeError("bencoding nested too deeply") from exc
 
 
-def decode(data: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+def decode(
+    data: bytes,
+    *,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    max_containers: int = DEFAULT_MAX_CONTAINERS,
+) -> Any:
     """Decode exactly one bencoded value that must fill all of ``data``."""
-    value, end = decode_prefix(data, 0, max_depth=max_depth)
+    value, end = decode_prefix(data, 0, max_depth=max_depth, max_containers=max_containers)
     if end != len(data):
         raise BencodeError(f"{len(data) - end} trailing bytes after bencoded value")
     return value
@@ -161,7 +184,7 @@ def dict_value_span(data: bytes, key: bytes) -> tuple[int, int] | None:
     Returns None when the key is absent.
     """
     data = bytes(data)
-    decoder = _Decoder(data, DEFAULT_MAX_DEPTH)
+    decoder = _Decoder(data, DEFAULT_MAX_DEPTH, DEFAULT_MAX_CONTAINERS)
     if not data.startswith(b"d"):
         raise BencodeError("not a bencoded dictionary")
     pos = 1
