@@ -134,6 +134,24 @@ def test_a_complete_piece_is_verified_then_announced_and_the_download_completes(
     assert session.seeding
 
 
+def test_a_verified_piece_is_announced_only_to_peers_that_lack_it() -> None:
+    session = leecher(2, 4 * BLOCK)
+    seed, holder, needy = Remote("s", 2), Remote("h", 2), Remote("n", 2)
+    for remote in (seed, holder, needy):
+        connect(session, remote)
+    seed.hears(seed.says(session, m.HaveAll()))
+    holder.hears(holder.says(session, m.Have(0)))
+    asked = [r for r in requests(seed.says(session, m.Unchoke()), "s") if r.index == 0]
+    seed.hears([SendMessage("s", r) for r in asked])
+    for request in asked:
+        seed.says(session, m.Piece(request.index, request.begin, bytes(request.length)))
+    announced = {
+        a.peer for a in session.piece_checked(0, True, 1.0)
+        if isinstance(a, SendMessage) and isinstance(a.message, m.Have)
+    }
+    assert announced == {"n"}  # the seed and the holder already have piece 0
+
+
 def deliver(session: SwarmSession[str], remote: Remote, asked: list[m.Request], fill: int) -> list:
     """``remote`` answers every request with blocks of ``fill`` bytes."""
     actions: list = []

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
 from ..bitfield import Bitfield
+from ..errors import ConfigError
 from ..wire.connection import Event, PeerConnection, RequestsDropped
 from ..wire.extensions.handshake import ExtensionHandshake
 from ..wire.messages import (
@@ -40,7 +41,7 @@ from ..wire.messages import (
     Request,
     Unchoke,
 )
-from .choker import Choker, PeerStats
+from .choker import CHOKING_POLICIES, Choker, PeerStats
 from .picker import BLOCK_SIZE, PiecePicker
 from .rates import RateMeter
 from .smartban import SmartBan
@@ -147,6 +148,16 @@ class SessionConfig:
     """BEP 16: as the initial seed, reveal pieces one by one so each is uploaded about once."""
     sequential: bool = False
     """Download pieces in order (streaming) instead of rarest first."""
+    choking: str = "tit-for-tat"
+    """Unchoke policy, one of :data:`~opendistro.swarm.choker.CHOKING_POLICIES`:
+    ``"tit-for-tat"`` (recent rates, as mainline) or ``"deficit"`` (bytes given
+    minus bytes taken, earlier credit included, as FairTorrent)."""
+
+    def __post_init__(self) -> None:
+        if self.choking not in CHOKING_POLICIES:
+            raise ConfigError(
+                f"unknown choking policy {self.choking!r} (use {', '.join(CHOKING_POLICIES)})"
+            )
 
 
 @dataclass
@@ -197,6 +208,7 @@ class SwarmSession(Generic[PeerKey]):
         self.choker = Choker(
             slots=self.config.upload_slots,
             optimistic_slots=self.config.optimistic_slots,
+            policy=self.config.choking,
             rng=self._rng,
         )
         self._super: SuperSeeder | None = None
@@ -539,11 +551,14 @@ class SwarmSession(Generic[PeerKey]):
             self.picker.piece_verified(index)
             self.have.set(index)
             for key, peer in self._peers.items():
-                actions.append(SendMessage(key, Have(index)))
                 if peer.counted is not None and peer.counted.has(index):
+                    # It has the piece: our Have could change nothing it decides, so it is
+                    # not sent (most Haves late in a download are of this kind).
                     peer.wanted -= 1
                     if peer.wanted == 0:
                         actions.extend(self._update_interest(key, peer))
+                else:
+                    actions.append(SendMessage(key, Have(index)))
             if self.have.complete:
                 actions.append(SwarmComplete())
                 return actions
@@ -662,6 +677,8 @@ class SwarmSession(Generic[PeerKey]):
                 is_seed=peer.connection.peer_is_seed,
                 snubbed=peer.snubbed,
                 credit=peer.credit,
+                downloaded=peer.downloaded.total,
+                uploaded=peer.uploaded.total,
             )
             for key, peer in self._peers.items()
         ]
