@@ -24,6 +24,7 @@ from .checksums import ChecksumList, verify_checksum_file, verify_file, verify_t
 from .create import create_torrent
 from .errors import (
     ConfigError,
+    CreditError,
     DeltaIndexError,
     DownloadError,
     IntegrityError,
@@ -39,6 +40,7 @@ from .errors import (
     UnsafePathError,
 )
 from .io.client import Client
+from .io.credit import default_state_dir, read_credit_summary
 from .io.delta_update import DeltaOutcome, update_from_previous
 from .io.dht import PUBLIC_BOOTSTRAP_NODES
 from .io.torrent import Torrent, TorrentState, directory_of
@@ -195,6 +197,7 @@ def _parser() -> argparse.ArgumentParser:
     seed.add_argument("--data", type=Path, required=True)
     _add_peer_options(seed)
     _add_dht_options(seed)
+    _add_credit_options(seed)
 
     get = commands.add_parser("get", help="download a torrent, magnet link or Metalink")
     get.add_argument("source", help="a .torrent file, a magnet: URI or a .meta4 Metalink file")
@@ -242,6 +245,18 @@ def _parser() -> argparse.ArgumentParser:
     get.add_argument("--json", action="store_true")
     _add_peer_options(get)
     _add_dht_options(get)
+    _add_credit_options(get)
+
+    credit = commands.add_parser(
+        "credit", help="show our seeding-credit identity and what peers gave and took"
+    )
+    credit.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        help=f"the state folder to read (default: {default_state_dir()})",
+    )
+    credit.add_argument("--json", action="store_true")
 
     sums = commands.add_parser(
         "check-sums", help="check files against a signed SHA256SUMS/SHA512SUMS list"
@@ -387,6 +402,29 @@ def _add_peer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--upload-limit", type=_rate, metavar="RATE", help="bytes/s, e.g. 2M")
     parser.add_argument("--download-limit", type=_rate, metavar="RATE", help="bytes/s, e.g. 2M")
     parser.add_argument("-v", "--verbose", action="store_true")
+
+
+def _add_credit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        nargs="?",
+        const=default_state_dir(),
+        metavar="DIR",
+        help="keep seeding credit: our identity and ledger live in DIR "
+        f"(without DIR: {default_state_dir()})",
+    )
+    parser.add_argument(
+        "--no-credit", action="store_true", help="keep no credit, even with --state-dir"
+    )
+
+
+def _credit_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Client arguments for ``--state-dir``/``--no-credit``: no state folder, no credit."""
+    return {
+        "state_dir": getattr(args, "state_dir", None),
+        "credit": not getattr(args, "no_credit", False),
+    }
 
 
 def _add_dht_options(parser: argparse.ArgumentParser) -> None:
@@ -803,6 +841,25 @@ def _read_allow_list(path: Path) -> set[bytes]:
     return hashes
 
 
+def _credit(args: argparse.Namespace) -> int:
+    """``credit``: our identity and the ledger's per-peer totals; reads, never writes."""
+    summary = read_credit_summary(args.state_dir or default_state_dir())
+    if args.json:
+        print(json.dumps(summary.to_json()))
+        return 0
+    if summary.identity is None:
+        print(f"no credit identity in {summary.state_dir} yet (get/seed --state-dir makes one)")
+        return 0
+    view = summary.to_json()
+    print(f"identity {view['identity']} ({summary.state_dir})")
+    print(f"{len(summary.peers)} peers: received {view['received']} bytes, sent {view['sent']}, "
+          f"receipts held for {view['held']} ({summary.unsubmitted} not yet at a tracker)")
+    for peer in summary.peers:
+        print(f"  {peer.identity.hex()}  received {peer.received}  sent {peer.sent}  "
+              f"held {peer.held}  credit {peer.credit}  ({peer.torrents} torrents)")
+    return 0
+
+
 async def _tracker(args: argparse.Namespace) -> int:
     allow = _read_allow_list(args.allow_list) if args.allow_list else None
     server = TrackerServer(
@@ -833,9 +890,12 @@ async def _seed(args: argparse.Namespace) -> int:
         download_limit=args.download_limit,
         log=_log_to_stderr(args.verbose),
         **_dht_options(args),
+        **_credit_options(args),
     ) as client:
         torrent = await client.seed(metainfo, data_dir, peers=args.peer)
         print(f"seeding {metainfo.name} on {args.host}:{client.port}", flush=True)
+        if client.credit is not None:
+            print(f"credit identity {client.credit.public_key.hex()}", flush=True)
         while True:
             await trio.sleep(10)
             status = torrent.status()
@@ -871,6 +931,7 @@ def _client(args: argparse.Namespace) -> Client:
         download_limit=args.download_limit,
         log=_log_to_stderr(args.verbose),
         **(_dht_options(args) if hasattr(args, "dht_port") else {}),
+        **_credit_options(args),
     )
 
 
@@ -927,6 +988,7 @@ async def _get(args: argparse.Namespace) -> int:
             raise DownloadError(torrent.error)
         await _keep_seeding(torrent, args.seed_ratio, args.seed_time)
         status = torrent.status()
+        credit = client.credit
     result = {
         "ok": True,
         "seconds": round(time.monotonic() - started, 3),
@@ -940,6 +1002,7 @@ async def _get(args: argparse.Namespace) -> int:
         "peers": dict(torrent.bytes_from_peer),
         "signed": signed.to_json() if signed is not None else None,
         "delta": _describe_delta(delta),
+        "credit_identity": credit.public_key.hex() if credit is not None else None,
     }
     if args.json:
         print(json.dumps(result))
@@ -1114,6 +1177,7 @@ _ERROR_LABELS: tuple[tuple[type[BaseException], str], ...] = (
     (DownloadError, "download failed"),
     (ConfigError, "bad setting"),
     (SignatureError, "signature refused"),
+    (CreditError, "credit"),
     (IntegrityError, "integrity check failed"),
 )
 
@@ -1142,6 +1206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "verify": _verify,
             "trust": _trust,
             "check-sums": _check_sums,
+            "credit": _credit,
         }
         if args.command in signing:
             return signing[args.command](args)

@@ -8,6 +8,10 @@ Usage::
 
 Leaving the ``async with`` block cancels every peer task, tells the trackers we
 left, and closes files; cancelling the surrounding scope does the same.
+
+With a ``state_dir`` the client keeps seeding credit (``spec/od-credit.md``):
+its identity and ledger live there, peers that speak ``od_credit`` sign
+receipts for what we upload, and the receipts go to the torrents' trackers.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from ..wire.connection import PeerConnection
 from ..wire.extensions.ut_pex import PEX_INTERVAL, is_local_address
 from ..wire.messages import Handshake
 from ..wire.mse import EncryptionPolicy
+from .credit import CreditOptions, CreditService
 from .dht import DHTService
 from .mse_stream import negotiate_incoming, negotiate_outgoing
 from .peer import PeerSession
@@ -71,10 +76,17 @@ class Client:
         dht_bootstrap: Sequence[tuple[str, int]] | None = None,
         dht_port: int | None = None,
         log: Callable[[str], None] | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+        credit: bool = True,
+        credit_options: CreditOptions | None = None,
     ) -> None:
         """``dht_bootstrap`` (nodes to join through; empty: be the first node) or
         ``dht_port`` turns on the Mainline DHT (BEP 5) on UDP ``host:dht_port``;
-        torrents that are not private then also find peers there."""
+        torrents that are not private then also find peers there.
+
+        ``state_dir`` holds what outlives a run: the credit identity and ledger.
+        Credit is kept when a state folder is given and ``credit`` is true;
+        without one the client writes nothing outside the torrents' folders."""
         if peer_id is not None and len(peer_id) != 20:
             raise ConfigError("peer id must be 20 bytes")
         if max_peers_per_torrent < 1 or upload_slots < 1:
@@ -99,6 +111,11 @@ class Client:
         self._banned_hosts: set[str] = set()
         self.banned: dict[str, str] = {}
         """Every peer banned for sending bad data: its label and why."""
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        self._credit_wanted = credit and state_dir is not None
+        self._credit_options = credit_options
+        self.credit: CreditService | None = None
+        """Our credit identity and ledger while running (None: no credit kept)."""
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
         self.dht: DHTService | None = None
@@ -150,6 +167,11 @@ class Client:
     # -- life cycle -------------------------------------------------------
 
     async def __aenter__(self) -> Client:
+        if self._credit_wanted:
+            assert self.state_dir is not None
+            self.credit = CreditService.open(
+                self.state_dir, options=self._credit_options, log=self._log
+            )
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
@@ -159,8 +181,11 @@ class Client:
             self._nursery.start_soon(trio.serve_listeners, self._accept, listeners)
             if self.dht is not None:
                 await self._nursery.start(self.dht.run)
+            if self.credit is not None:
+                await self._nursery.start(self.credit.run, lambda: self.torrents)
         except BaseException:
             await stack.__aexit__(None, None, None)
+            self._close_credit()
             raise
         self._stack = stack
         return self
@@ -174,15 +199,27 @@ class Client:
         assert self._stack is not None and self._nursery is not None
         for torrent in self.torrents:
             torrent.stopped.set()
-        self._nursery.cancel_scope.cancel()
         try:
-            # The body's own exception is not fed to the nursery, so it reaches the
-            # caller as it was raised rather than wrapped in an ExceptionGroup.
-            await self._stack.__aexit__(None, None, None)
+            if self.credit is not None:
+                # Peers are still connected: ask them for the receipts they owe us.
+                with trio.CancelScope(shield=True):
+                    await self.credit.stop(self.torrents)
         finally:
-            for torrent in self.torrents:
-                torrent.close()
+            self._nursery.cancel_scope.cancel()
+            try:
+                # The body's own exception is not fed to the nursery, so it reaches the
+                # caller as it was raised rather than wrapped in an ExceptionGroup.
+                await self._stack.__aexit__(None, None, None)
+            finally:
+                for torrent in self.torrents:
+                    torrent.close()
+                self._close_credit()
         return None
+
+    def _close_credit(self) -> None:
+        """Write the last ledger changes (peers that just left) and close the ledger."""
+        if self.credit is not None:
+            self.credit.close()
 
     def _require_running(self) -> trio.Nursery:
         if self._nursery is None:

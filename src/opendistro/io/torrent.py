@@ -76,6 +76,7 @@ from ..wire.extensions.ut_pex import (
     is_local_address,
 )
 from ..wire.messages import Extended, Hashes, HashReject, HashRequest, HaveNone, Piece
+from .credit import TorrentCredit
 from .delta_server import DeltaServer
 from .dht import announce_torrent
 from .mirrors import MirrorSource, MirrorSources
@@ -184,6 +185,8 @@ class Torrent:
         self._hashers = 0
         self.v2_hashes = V2Hashes(self)
         self.delta_server = DeltaServer(self)
+        self.credit = TorrentCredit(self, client.credit) if client.credit is not None else None
+        """od_credit on this torrent's connections (None: the client keeps no credit)."""
         self._delta_index = delta_index
         self.candidates = PeerCandidates()
         self._pex_senders: dict[PeerSession, PexSender] = {}
@@ -343,6 +346,8 @@ class Torrent:
         actions = self.session.mirror_piece_arrived(source, index)
         if not actions:
             self._buffers.pop(index, None)
+        elif self.credit is not None:
+            self.credit.piece_replaced(index)
         self.execute(actions)
 
     def fail_with_sources(self, message: str) -> None:
@@ -449,6 +454,8 @@ class Torrent:
         for peer in list(self.peers):
             peer.connection.set_num_pieces(metainfo.num_pieces)
             self.execute(self.session.peer_connected(peer, peer.connection, now, announced=True))
+        if self.credit is not None:
+            self.credit.install()
 
     async def _finish(self) -> None:
         """Everything verified: move the data to its final path and start seeding."""
@@ -513,7 +520,8 @@ class Torrent:
 
     # -- trackers ---------------------------------------------------------
 
-    def _tracker_urls(self) -> list[list[str]]:
+    def tracker_urls(self) -> list[list[str]]:
+        """The announce URLs of this torrent (its own tiers, then the magnet's), by tier."""
         tiers: list[list[str]] = []
         if self.metainfo is not None:
             tiers.extend(self.metainfo.announce_tiers)
@@ -551,7 +559,7 @@ class Torrent:
         return int(TRACKER_RETRY)
 
     async def _tracker_loop(self) -> None:
-        tier_urls = self._tracker_urls()
+        tier_urls = self.tracker_urls()
         if not tier_urls:
             return
         tiers = TrackerTiers(tier_urls)
@@ -608,15 +616,18 @@ class Torrent:
         self.v2_hashes.request_more()
         if connection.extensions_enabled:
             size = len(self.metainfo.info_bytes) if self.metainfo is not None else None
+            m, extra = dict(OUR_EXTENSIONS), self.delta_server.handshake_extra()
+            if self.credit is not None:
+                self.credit.add_to_handshake(peer, m, extra)
             peer.send(
                 ExtensionHandshake(
-                    m=dict(OUR_EXTENSIONS),
+                    m=m,
                     v=self.client.user_agent,
                     p=self.client.port,
                     reqq=500,
                     metadata_size=size,
                     yourip=_packed_address(peer.address[0]),
-                    extra=self.delta_server.handshake_extra(),
+                    extra=extra,
                 )
             )
 
@@ -626,6 +637,8 @@ class Torrent:
         self.delta_server.peer_gone(peer)
         self._pex_senders.pop(peer, None)
         self._pex_receivers.pop(peer, None)
+        if self.credit is not None:
+            self.credit.peer_gone(peer)
         if self.session is not None:
             self.execute(self.session.peer_disconnected(peer, trio.current_time()))
 
@@ -692,9 +705,13 @@ class Torrent:
         assert isinstance(peer, PeerSession)  # mirrors deliver whole pieces, not blocks
         self.bytes_from_peer[peer.label] += length
         self.bytes_by_peer_id[peer.connection.remote_peer_id or b""] += length
+        if self.credit is not None:
+            self.credit.block_stored(peer, index, begin, length)
 
     def block_served(self, peer: PeerSession, length: int) -> None:
         self.bytes_to_peer[peer.label] += length
+        if self.credit is not None:
+            self.credit.block_served(peer, length)
         if self.session is not None:
             self.session.block_served(peer, length, trio.current_time())
 
@@ -817,6 +834,8 @@ class Torrent:
             self._resume_dirty = True
         else:
             self.hash_failures += 1
+        if self.credit is not None:
+            self.credit.piece_checked(index, good)
         self.execute(self.session.piece_checked(index, good, trio.current_time(), digests))
         if not good and self.session.needs_block_digests(index):
             assert self.nursery is not None
@@ -825,6 +844,8 @@ class Torrent:
     # -- BEP 9 metadata -----------------------------------------------------
 
     def extension_handshake(self, peer: PeerSession, handshake: ExtensionHandshake) -> None:
+        if self.credit is not None:
+            self.credit.peer_handshake(peer, handshake)
         if self.metainfo is not None or "ut_metadata" not in handshake.m:
             return
         if handshake.metadata_size is None:
@@ -857,6 +878,9 @@ class Torrent:
             return
         if name == "od_delta":
             self.delta_server.handle(peer, message.payload)
+            return
+        if name == "od_credit" and self.credit is not None:
+            self.credit.message(peer, message.payload)
             return
         if name != "ut_metadata":
             return

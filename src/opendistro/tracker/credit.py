@@ -9,7 +9,11 @@ download, so a receiver that overstates what it got hurts its own standing as
 much as it helps the giver's.
 
 An identity's :class:`Standing` is what others verifiably acknowledged: bytes
-uploaded and downloaded, and how many distinct identities vouched. Its
+uploaded and downloaded, and how many distinct identities vouched. It also
+carries the seeding time the tracker itself saw: time between two announces
+with ``left=0`` that each proved the identity (the announce binding). That
+is only the peer's own claim to hold the data, so it is reported, and used
+as a tie-break among contributors, but it never enters the score. Its
 ``score`` never goes below zero, which is also a brand-new identity's score:
 an identity that took more than it gave is no worse off than a newcomer, so
 there is nothing to gain by throwing it away for a fresh one.
@@ -26,7 +30,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
@@ -63,6 +67,13 @@ CREATE TABLE IF NOT EXISTS credit_receipts (
     PRIMARY KEY (receiver, giver, torrent)
 );
 CREATE INDEX IF NOT EXISTS credit_by_giver ON credit_receipts (giver);
+CREATE TABLE IF NOT EXISTS credit_seeding (
+    identity BLOB NOT NULL,
+    torrent BLOB NOT NULL,
+    seconds REAL NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (identity, torrent)
+);
 """
 
 
@@ -105,6 +116,8 @@ class Standing:
     """Distinct identities that acknowledged receiving from it."""
     givers: int = 0
     """Distinct identities it acknowledged receiving from."""
+    seeding_seconds: int = 0
+    """Seconds the tracker saw it seed (proved announces with ``left=0``), all torrents."""
 
     @property
     def balance(self) -> int:
@@ -119,23 +132,37 @@ class Standing:
     def is_newcomer(self) -> bool:
         return self.uploaded == 0 and self.downloaded == 0
 
+    @property
+    def is_contributor(self) -> bool:
+        """A verified net giver: what the tracker's peer-list policy favours."""
+        return self.score > 0
+
     def encode(self) -> bytes:
         return encode({
             b"downloaded": self.downloaded,
             b"givers": self.givers,
             b"identity": self.identity,
             b"receivers": self.receivers,
+            b"seeding": self.seeding_seconds,
             b"uploaded": self.uploaded,
         })
 
     @classmethod
     def decode(cls, body: bytes) -> Standing:
+        """Parse a standing; ``seeding`` is optional (trackers before the announce binding)."""
         raw = _decode_dict(body)
         identity = raw.get(b"identity")
         if not isinstance(identity, bytes) or len(identity) != PUBLIC_KEY_SIZE:
             raise TrackerError("credit standing names no identity")
-        return cls(identity, *(_count(raw, name) for name in ("uploaded", "downloaded",
-                                                               "receivers", "givers")))
+        seeding = _count(raw, "seeding") if b"seeding" in raw else 0
+        return cls(
+            identity,
+            uploaded=_count(raw, "uploaded"),
+            downloaded=_count(raw, "downloaded"),
+            receivers=_count(raw, "receivers"),
+            givers=_count(raw, "givers"),
+            seeding_seconds=seeding,
+        )
 
 
 def _decode_dict(body: bytes) -> dict[bytes, Any]:
@@ -309,8 +336,48 @@ class CreditStore:
                 " FROM credit_receipts WHERE receiver = ?",
                 (identity,),
             ).fetchone()
+            (seeding,) = db.execute(
+                "SELECT total(seconds) FROM credit_seeding WHERE identity = ?", (identity,)
+            ).fetchone()
         return Standing(bytes(identity), int(uploaded), int(downloaded), int(receivers),
-                        int(givers))
+                        int(givers), int(seeding))
+
+    def standings(self, identities: Iterable[bytes]) -> list[Standing]:
+        """The standing of each identity, in order (one call for a batch, as the tracker needs)."""
+        return [self.standing(identity) for identity in identities]
+
+    def add_seeding_time(self, credits: Mapping[tuple[bytes, bytes], float]) -> int:
+        """Add seconds of seeding per (identity, torrent); return how many entries were kept.
+
+        Only the tracker's own observation goes in here (see the module
+        docstring), so there is nothing to verify; torrents not tracked here,
+        negative times and new rows in a full store are dropped.
+        """
+        kept = 0
+        now = self._clock()
+        with self._transaction() as db:
+            rows = db.execute("SELECT count(*) FROM credit_seeding").fetchone()[0]
+            for (identity, torrent), seconds in credits.items():
+                if seconds <= 0 or len(identity) != PUBLIC_KEY_SIZE or (
+                    self._is_allowed is not None and not self._is_allowed(torrent)
+                ):
+                    continue
+                changed = db.execute(
+                    "UPDATE credit_seeding SET seconds = seconds + ?, updated = ?"
+                    " WHERE identity = ? AND torrent = ?",
+                    (seconds, now, identity, torrent),
+                ).rowcount
+                if not changed:
+                    if rows >= self.max_rows:
+                        continue
+                    rows += 1
+                    db.execute(
+                        "INSERT INTO credit_seeding (identity, torrent, seconds, updated)"
+                        " VALUES (?, ?, ?, ?)",
+                        (identity, torrent, seconds, now),
+                    )
+                kept += 1
+        return kept
 
     def best_total(self, receiver: bytes, giver: bytes, torrent: bytes) -> int:
         """The highest verified total for this key (0: none)."""

@@ -6,7 +6,9 @@ the server calls :meth:`AnnounceRequest.from_query` and :meth:`AnnounceResponse.
 
 Covered: BEP 3 (announce, dictionary peers, ``failure reason``), BEP 23 (compact
 IPv4 peers), BEP 7 (``peers6``), BEP 48 (scrape) and the common extensions
-``warning message``, ``min interval`` and ``tracker id``. Everything a remote side
+``warning message``, ``min interval`` and ``tracker id``; also the od_credit
+announce binding (``odid``/``odts``/``odsig``, ``spec/od-credit.md``), by which
+a peer proves which credit identity it is. Everything a remote side
 hands us is validated and every problem surfaces as :class:`TrackerError`, never
 as a ``KeyError`` or ``struct.error``: a tracker is an untrusted party, and so is
 whoever sends a query string to our tracker.
@@ -14,8 +16,10 @@ whoever sends a query string to our tracker.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import ipaddress
+import re
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,14 +27,19 @@ from typing import Any
 from urllib.parse import quote_from_bytes, unquote_to_bytes, urlsplit, urlunsplit
 
 from .. import bencode
+from ..credit.identity import CreditIdentity, is_valid_signature
 from ..errors import OpenDistroError, TrackerError
 
 __all__ = [
+    "ANNOUNCE_PROOF_DOMAIN",
+    "ANNOUNCE_PROOF_WINDOW",
     "DEFAULT_NUMWANT",
     "AnnounceEvent",
     "AnnounceRequest",
     "AnnounceResponse",
     "ScrapeStats",
+    "announce_statement",
+    "check_announce_proof",
     "decode_scrape_response",
     "encode_failure",
     "encode_scrape_response",
@@ -39,12 +48,20 @@ __all__ = [
     "parse_scrape_query",
     "scrape_query",
     "scrape_url_for",
+    "sign_announce",
     "unpack_compact_peers",
 ]
 
 DEFAULT_NUMWANT = 50
 _MAX_COUNTER = 2**63 - 1  # the UDP protocol carries 64-bit signed counters
 _MAX_QUERY_PARAMS = 256  # a real announce has about a dozen; more is an attack
+
+ANNOUNCE_PROOF_DOMAIN = b"opendistro-credit-announce-v1\x00"
+"""Domain prefix of an announce proof, distinct from every other od_credit signature."""
+ANNOUNCE_PROOF_WINDOW = 300
+"""Seconds an announce proof's ``odts`` may differ from the tracker's clock."""
+_IDENTITY_HEX = re.compile(rb"[0-9a-fA-F]{64}")
+_SIGNATURE_HEX = re.compile(rb"[0-9a-fA-F]{128}")
 
 
 class AnnounceEvent(enum.Enum):
@@ -133,6 +150,30 @@ class AnnounceRequest:
     key: int | None = None
     ip: str | None = None
     tracker_id: bytes | None = None
+    identity: bytes | None = None
+    """The od_credit identity (32-byte Ed25519 key) the peer claims; None: anonymous."""
+    identity_time: int | None = None
+    """The proof's time (``odts``, Unix seconds): fresh, and above the peer's last one."""
+    identity_sig: bytes | None = None
+    """The identity's signature over :func:`announce_statement` (``odsig``)."""
+
+    def __post_init__(self) -> None:
+        proof = (self.identity, self.identity_time, self.identity_sig)
+        if any(part is not None for part in proof) and any(part is None for part in proof):
+            raise TrackerError("an identity proof needs odid, odts and odsig together")
+
+    @property
+    def statement(self) -> bytes:
+        """What the identity signs for this announce (see :func:`announce_statement`)."""
+        if self.identity is None or self.identity_time is None:
+            raise TrackerError("this announce claims no identity")
+        return announce_statement(
+            identity=self.identity,
+            info_hash=self.info_hash,
+            peer_id=self.peer_id,
+            port=self.port,
+            time=self.identity_time,
+        )
 
     def to_query(self) -> str:
         """The query string (without ``?``) for an HTTP announce."""
@@ -154,6 +195,10 @@ class AnnounceRequest:
             params.append(f"ip={_quote(self.ip)}")
         if self.tracker_id is not None:
             params.append(f"trackerid={_quote(self.tracker_id)}")
+        if self.identity is not None and self.identity_sig is not None:
+            params.append(f"odid={self.identity.hex()}")
+            params.append(f"odts={self.identity_time}")
+            params.append(f"odsig={self.identity_sig.hex()}")
         return "&".join(params)
 
     @classmethod
@@ -197,6 +242,7 @@ class AnnounceRequest:
             except UnicodeDecodeError:
                 ip = None
         key = _parse_key(values[b"key"]) if b"key" in values else None
+        identity, identity_time, identity_sig = _parse_proof(values)
         return cls(
             info_hash=info_hash,
             peer_id=peer_id,
@@ -210,7 +256,96 @@ class AnnounceRequest:
             key=key,
             ip=ip,
             tracker_id=values.get(b"trackerid") or None,
+            identity=identity,
+            identity_time=identity_time,
+            identity_sig=identity_sig,
         )
+
+
+def _parse_proof(values: Mapping[bytes, bytes]) -> tuple[bytes | None, int | None, bytes | None]:
+    """Read ``odid``/``odts``/``odsig`` strictly: all three well-formed, or none at all.
+
+    A malformed proof is a client bug, so the announce is refused with a
+    reason rather than silently treated as anonymous (which would quietly
+    cost the client its credit). Whether a well-formed proof is *valid* is
+    the tracker's business (:func:`check_announce_proof`).
+    """
+    raw_identity, raw_time, raw_sig = (values.get(name) for name in (b"odid", b"odts", b"odsig"))
+    if raw_identity is None and raw_time is None and raw_sig is None:
+        return None, None, None
+    if raw_identity is None or raw_time is None or raw_sig is None:
+        raise TrackerError("an identity proof needs odid, odts and odsig together")
+    if not _IDENTITY_HEX.fullmatch(raw_identity):
+        raise TrackerError("parameter 'odid' must be 64 hex digits")
+    if not _SIGNATURE_HEX.fullmatch(raw_sig):
+        raise TrackerError("parameter 'odsig' must be 128 hex digits")
+    if not raw_time.isdigit():
+        raise TrackerError("parameter 'odts' is not a non-negative integer")
+    identity_time = _parse_int("odts", raw_time, minimum=0, maximum=_MAX_COUNTER)
+    identity = bytes.fromhex(raw_identity.decode("ascii"))
+    return identity, identity_time, bytes.fromhex(raw_sig.decode("ascii"))
+
+
+def announce_statement(
+    *, identity: bytes, info_hash: bytes, peer_id: bytes, port: int, time: int
+) -> bytes:
+    """The bytes an identity signs to bind itself to one announce.
+
+    The domain prefix, then the canonical bencoding of the identity, the
+    torrent, the peer id and port the peer announces, and the proof's time.
+    Binding the peer id means a recorded signature only ever speaks for that
+    one peer of that one torrent; the time makes it expire (see
+    :func:`check_announce_proof`).
+    """
+    return ANNOUNCE_PROOF_DOMAIN + bencode.encode({
+        b"identity": identity,
+        b"info_hash": info_hash,
+        b"peer_id": peer_id,
+        b"port": port,
+        b"time": time,
+    })
+
+
+def sign_announce(
+    request: AnnounceRequest, identity: CreditIdentity, *, time: int
+) -> AnnounceRequest:
+    """``request`` with an identity proof made by ``identity`` at ``time`` (Unix seconds).
+
+    The tracker takes a proof only if ``time`` is within
+    :data:`ANNOUNCE_PROOF_WINDOW` of its clock and above the time of the last
+    proof it took from this peer id, so a client announcing twice within one
+    second must count up (``max(int(now), last + 1)``).
+    """
+    statement = announce_statement(
+        identity=identity.public_key,
+        info_hash=request.info_hash,
+        peer_id=request.peer_id,
+        port=request.port,
+        time=time,
+    )
+    return dataclasses.replace(
+        request,
+        identity=identity.public_key,
+        identity_time=time,
+        identity_sig=identity.sign(statement),
+    )
+
+
+def check_announce_proof(
+    request: AnnounceRequest, now: float, *, window: float = ANNOUNCE_PROOF_WINDOW
+) -> str | None:
+    """Why the request's identity proof is not acceptable at ``now``, or None if it is.
+
+    Checks freshness first (cheap) and the signature last. Replays within
+    the window are the registry's job: it remembers each peer's last time.
+    """
+    if request.identity is None or request.identity_time is None or request.identity_sig is None:
+        return "no identity proof"
+    if abs(request.identity_time - now) > window:
+        return f"identity proof time is more than {int(window)} s from the tracker's clock"
+    if not is_valid_signature(request.identity, request.identity_sig, request.statement):
+        return "identity proof signature does not verify"
+    return None
 
 
 def pack_compact_peers(peers: Iterable[tuple[str, int]], *, ipv6: bool) -> bytes:

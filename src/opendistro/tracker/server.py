@@ -11,12 +11,25 @@ send a request, number of connections) and saving the swarms periodically and
 on shutdown. With a credit database it also takes signed credit receipts
 (``POST /credit``) and answers standings (``GET /credit?identity=HEX``), see
 :mod:`~opendistro.tracker.credit`.
+
+Announces may prove a credit identity (``spec/od-credit.md``). The server
+checks the proof *before* an announce waits for its turn, looks up the
+standing of an identity it has not seen yet (in a worker thread), and keeps
+the registry's standings fresh and the seeding time it observed saved, every
+``standing_refresh`` seconds. With ``max_announce_rate`` announces beyond that
+rate wait in a queue ordered by standing, so in a flash crowd contributors
+are answered first. Observers get ``/stats.json`` (tracker totals),
+``/health.json`` (tracker counters and per-torrent health,
+:mod:`~opendistro.tracker.metrics`) and
+``/metrics`` (Prometheus text format).
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
 import ipaddress
+import itertools
 import json
 import logging
 import os
@@ -24,17 +37,39 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Final
 from urllib.parse import parse_qs
 
 import h11
 import trio
 
-from ..errors import OpenDistroError, TrackerError
+from ..errors import ConfigError, OpenDistroError, TrackerError
 from ..http_request import receive_request_with_body
 from . import udp as udp_protocol
-from .credit import MAX_SUBMISSION_BODY, CreditStore, decode_submission
-from .protocol import AnnounceRequest, encode_failure, encode_scrape_response, parse_scrape_query
-from .registry import TrackerRegistry
+from .credit import (
+    MAX_SUBMISSION_BODY,
+    CreditStore,
+    Standing,
+    SubmitResult,
+    decode_submission,
+)
+from .metrics import (
+    PROMETHEUS_CONTENT_TYPE,
+    ServerCounters,
+    largest_swarms,
+    render_prometheus,
+    torrent_health,
+    tracker_summary,
+)
+from .protocol import (
+    AnnounceRequest,
+    encode_failure,
+    encode_scrape_response,
+    parse_query,
+    parse_scrape_query,
+)
+from .registry import Swarm, TrackerRegistry
 from .store import TrackerStore, snapshot_registry
 
 __all__ = ["TrackerServer"]
@@ -45,6 +80,10 @@ _MAX_REQUEST_HEAD = 8 * 1024  # an announce query is ~300 bytes; headers stay sm
 _MAX_REQUEST_BODY = 16 * 1024  # GET requests have none; refuse anything large
 _UDP_PACKET_SIZE = 2048
 _CREDIT_PATH = b"/credit"
+_ANNOUNCE_PATH = b"/announce"
+_STATS_KEYS: Final = ("torrents", "seeders", "leechers", "completed")
+_MAX_HEALTH_TORRENTS: Final = 100  # listed by /health.json when none is named
+_MAX_HEALTH_QUERY: Final = 32  # info-hashes one /health.json request may name
 _CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
@@ -76,12 +115,112 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _health_query(query: bytes) -> list[bytes]:
+    """The info-hashes a ``/health.json`` query names: 40 hex digits or 20 raw bytes each."""
+    hashes: list[bytes] = []
+    for name, value in parse_query(query):
+        if name != b"info_hash":
+            continue
+        if len(value) == 40:
+            try:
+                value = bytes.fromhex(value.decode("ascii"))
+            except (UnicodeDecodeError, ValueError):
+                raise TrackerError("info_hash is neither 40 hex digits nor 20 bytes") from None
+        if len(value) != 20:
+            raise TrackerError("info_hash is neither 40 hex digits nor 20 bytes")
+        if value not in hashes:
+            hashes.append(value)
+        if len(hashes) > _MAX_HEALTH_QUERY:
+            raise TrackerError(f"at most {_MAX_HEALTH_QUERY} info_hash values per request")
+    return hashes
+
+
 def _body_limit(request: h11.Request) -> int:
     """How much body a request may carry: a credit submission, or next to nothing."""
     path = request.target.partition(b"?")[0]
     if request.method == b"POST" and path == _CREDIT_PATH:
         return MAX_SUBMISSION_BODY
     return _MAX_REQUEST_BODY
+
+
+@dataclass(eq=False)
+class _Waiter:
+    event: trio.Event
+    admitted: bool = False
+    cancelled: bool = False
+
+
+class _AnnounceGate:
+    """Lets announces through at most ``rate`` per second, the highest priority first.
+
+    A token bucket of ``burst`` tokens refilled at ``rate`` per second. An
+    announce that finds no token waits in a priority queue (priority: the
+    identity's score; equal ones first come, first served), so when a flash
+    crowd outruns the tracker, contributors are answered first and newcomers
+    as capacity allows. At most ``max_waiting`` wait; beyond that an announce
+    is refused at once with "tracker is busy" (BitTorrent clients retry later),
+    which bounds the memory a crowd can take.
+    """
+
+    def __init__(
+        self, rate: float, burst: int, max_waiting: int, counters: ServerCounters
+    ) -> None:
+        if rate <= 0 or burst < 1 or max_waiting < 0:
+            raise ConfigError("announce rate and burst must be positive, the queue not negative")
+        self._rate = rate
+        self._burst = float(burst)
+        self._max_waiting = max_waiting
+        self._counters = counters
+        self._tokens = float(burst)
+        self._updated: float | None = None
+        self._queue: list[tuple[int, int, _Waiter]] = []
+        self._order = itertools.count()
+        self._wake = trio.Event()
+
+    def _refill(self) -> None:
+        now = trio.current_time()
+        if self._updated is not None:
+            self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
+        self._updated = now
+
+    async def admit(self, priority: int) -> None:
+        """Return when this announce may be served; TrackerError if the queue is full."""
+        self._refill()
+        if not self._queue and self._tokens >= 1:
+            self._tokens -= 1
+            await trio.lowlevel.checkpoint()
+            return
+        if self._counters.announces_waiting >= self._max_waiting:
+            self._counters.announces_shed += 1
+            raise TrackerError("tracker is busy; announce again later")
+        waiter = _Waiter(trio.Event())
+        heapq.heappush(self._queue, (-priority, next(self._order), waiter))
+        self._counters.announces_waiting += 1
+        self._wake.set()
+        try:
+            await waiter.event.wait()
+        finally:
+            if not waiter.admitted:
+                waiter.cancelled = True
+                self._counters.announces_waiting -= 1
+
+    async def run(self) -> None:
+        """Hand out tokens to waiting announces as they accrue."""
+        while True:
+            self._refill()
+            while self._queue and self._tokens >= 1:
+                _, _, waiter = heapq.heappop(self._queue)
+                if waiter.cancelled:
+                    continue
+                waiter.admitted = True
+                self._counters.announces_waiting -= 1
+                self._tokens -= 1
+                waiter.event.set()
+            if self._queue:
+                await trio.sleep((1 - self._tokens) / self._rate)
+            else:
+                await self._wake.wait()
+                self._wake = trio.Event()
 
 
 class TrackerServer:
@@ -96,7 +235,11 @@ class TrackerServer:
     or UDP) with the address the peer was recorded under; it is meant for
     metrics, logs and tests, and must not raise. With ``credit_db_path`` the
     tracker keeps the credit ledger there and serves ``/credit``; without it
-    ``/credit`` answers 404.
+    ``/credit`` answers 404. ``standing_refresh`` is how often (seconds) the
+    standings of the identities in the swarms are re-read and observed seeding
+    time saved. With ``max_announce_rate`` (announces per second, bursts of
+    ``announce_burst``) HTTP announces beyond the rate wait, contributors
+    first, at most ``max_waiting_announces`` of them.
     """
 
     def __init__(
@@ -115,6 +258,10 @@ class TrackerServer:
         max_connections: int = 512,
         on_announce: Callable[[AnnounceRequest, str], None] | None = None,
         credit_db_path: str | os.PathLike[str] | None = None,
+        standing_refresh: float = 30.0,
+        max_announce_rate: float | None = None,
+        announce_burst: int = 32,
+        max_waiting_announces: int = 1024,
     ) -> None:
         self.host = host
         self.port = port
@@ -130,6 +277,13 @@ class TrackerServer:
         self._max_connections = max_connections
         self._on_announce = on_announce
         self._open_connections = 0
+        self._standing_refresh = standing_refresh
+        self.counters = ServerCounters()
+        self._gate = (
+            _AnnounceGate(max_announce_rate, announce_burst, max_waiting_announces, self.counters)
+            if max_announce_rate is not None
+            else None
+        )
         # A fresh secret per process: connection ids need not survive a restart.
         self._issuer = udp_protocol.ConnectionIdIssuer(secrets.token_bytes(32))
 
@@ -155,6 +309,14 @@ class TrackerServer:
     def credit_url(self) -> str:
         return f"http://{_url_host(self.host)}:{self.port}/credit"
 
+    @property
+    def health_url(self) -> str:
+        return f"http://{_url_host(self.host)}:{self.port}/health.json"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{_url_host(self.host)}:{self.port}/metrics"
+
     # ------------------------------------------------------------ lifecycle
 
     async def serve(
@@ -174,6 +336,9 @@ class TrackerServer:
                 if udp_socket is not None:
                     nursery.start_soon(self._serve_udp, udp_socket)
                 nursery.start_soon(self._housekeeping)
+                nursery.start_soon(self._standings_upkeep)
+                if self._gate is not None:
+                    nursery.start_soon(self._gate.run)
                 task_status.started(self)
         finally:
             if udp_socket is not None:
@@ -185,6 +350,8 @@ class TrackerServer:
                 with trio.CancelScope(shield=True):
                     await self._persist()
             if self.credit is not None:
+                with trio.CancelScope(shield=True):
+                    await self._save_seeding_credit()
                 self.credit.close()
 
     async def _bind(self) -> tuple[list[trio.SocketListener], trio.socket.SocketType | None]:
@@ -216,6 +383,43 @@ class TrackerServer:
             if self._store is not None:
                 await self._persist()
 
+    async def _standings_upkeep(self) -> None:
+        while True:
+            await trio.sleep(self._standing_refresh)
+            await self.refresh_standings()
+
+    async def refresh_standings(self) -> None:
+        """Save the seeding time observed so far and re-read the swarms' standings.
+
+        Runs every ``standing_refresh`` seconds; tests call it to make a new
+        standing count at once. Without a credit database the observed
+        seeding time is dropped (there is nowhere to keep it).
+        """
+        seeding = self.registry.take_seeding_credit()
+        store = self.credit
+        if store is None:
+            return
+        identities = sorted(self.registry.identities())
+
+        def work() -> list[Standing]:
+            store.add_seeding_time(seeding)
+            return store.standings(identities)
+
+        try:
+            standings = await trio.to_thread.run_sync(work)
+        except OpenDistroError:
+            logger.exception("could not refresh credit standings")
+            return
+        self.registry.set_standings(standings)
+
+    async def _save_seeding_credit(self) -> None:
+        seeding = self.registry.take_seeding_credit()
+        if self.credit is not None and seeding:
+            try:
+                await trio.to_thread.run_sync(self.credit.add_seeding_time, seeding)
+            except OpenDistroError:
+                logger.exception("could not save observed seeding time")
+
     async def _persist(self) -> None:
         assert self._store is not None
         snapshot = snapshot_registry(self.registry)
@@ -241,8 +445,11 @@ class TrackerServer:
                 if received is None:
                     break
                 request, request_body = received
-                if request.target.partition(b"?")[0] == _CREDIT_PATH:
+                path, _, query = request.target.partition(b"?")
+                if path == _CREDIT_PATH:
                     status, content_type, body = await self._safe_credit(request, request_body)
+                elif path == _ANNOUNCE_PATH and request.method == b"GET":
+                    status, content_type, body = await self._safe_announce(query, peer_ip)
                 else:
                     status, content_type, body = self._safe_route(request, peer_ip)
                 await self._send_response(stream, connection, status, content_type, body)
@@ -309,41 +516,85 @@ class TrackerServer:
         path, _, query = request.target.partition(b"?")
         if request.method != b"GET":
             return 405, "text/plain", encode_failure("only GET is supported")
-        if path == b"/announce":
-            return 200, "text/plain", self._http_announce(query, peer_ip)
         if path == b"/scrape":
+            self.counters.scrapes += 1
             return 200, "text/plain", self._http_scrape(query)
         if path == b"/stats.json":
-            stats = self.registry.stats()
-            body = json.dumps(
-                {
-                    "torrents": stats.torrents,
-                    "seeders": stats.seeders,
-                    "leechers": stats.leechers,
-                    "completed": stats.completed,
-                }
-            ).encode()
+            # Exactly the four totals it always had: clients may compare it whole.
+            # Everything newer is in /health.json's "tracker" section.
+            summary = tracker_summary(self.registry, self.counters)
+            body = json.dumps({key: summary[key] for key in _STATS_KEYS}).encode()
             return 200, "application/json", body
+        if path == b"/health.json":
+            return self._health(query)
+        if path == b"/metrics":
+            text = render_prometheus(self.registry, self.counters)
+            return 200, PROMETHEUS_CONTENT_TYPE, text.encode()
         return 404, "text/plain", encode_failure("not found")
+
+    def _health(self, query: bytes) -> tuple[int, str, bytes]:
+        """``/health.json[?info_hash=…]``: tracker totals and per-torrent health.
+
+        ``info_hash`` (up to 32, repeated) is 40 hex digits or the raw 20 bytes
+        percent-encoded as in a scrape; with none, the largest swarms are listed.
+        """
+        try:
+            wanted = _health_query(query)
+        except TrackerError as exc:
+            return 400, "application/json", json.dumps({"error": str(exc)}).encode()
+        if wanted:
+            chosen = [
+                (info_hash, self.registry.swarm(info_hash) or Swarm())
+                for info_hash in wanted
+                if self.registry.is_allowed(info_hash)
+            ]
+        else:
+            chosen = largest_swarms(self.registry, _MAX_HEALTH_TORRENTS)
+        document = {
+            "tracker": tracker_summary(self.registry, self.counters),
+            "torrents": [
+                torrent_health(self.registry, info_hash, swarm).to_json()
+                for info_hash, swarm in chosen
+            ],
+        }
+        return 200, "application/json", json.dumps(document).encode()
 
     async def _safe_credit(self, request: h11.Request, body: bytes) -> tuple[int, str, bytes]:
         """``/credit``: submit receipts (POST) or read a standing (GET), in a worker thread."""
         try:
-            return await trio.to_thread.run_sync(self._credit, request, body)
+            status, content_type, answer, result = await trio.to_thread.run_sync(
+                self._credit, request, body
+            )
         except Exception:
             logger.exception("tracker credit handler failed")
             return 500, "text/plain", encode_failure("internal tracker error")
+        # Counted here, in the trio thread: worker threads may run side by side.
+        if result is not None:
+            self.counters.credit_accepted += result.accepted
+            self.counters.credit_stale += result.stale
+            self.counters.credit_rejected += result.rejected
+        elif request.method == b"POST" and status in (400, 413):
+            self.counters.credit_refused_submissions += 1
+        return status, content_type, answer
 
-    def _credit(self, request: h11.Request, body: bytes) -> tuple[int, str, bytes]:
+    def _credit(
+        self, request: h11.Request, body: bytes
+    ) -> tuple[int, str, bytes, SubmitResult | None]:
         store = self.credit
         if store is None:
-            return 404, "text/plain", encode_failure("this tracker keeps no credit")
+            return 404, "text/plain", encode_failure("this tracker keeps no credit"), None
         if request.method == b"POST":
             try:
                 receipts = decode_submission(body)
             except TrackerError as exc:
-                return 400, "text/plain", encode_failure(str(exc))
-            return 200, "text/plain", store.submit(receipts).encode()
+                return 400, "text/plain", encode_failure(str(exc)), None
+            result = store.submit(receipts)
+            return 200, "text/plain", result.encode(), result
+        status, content_type, answer = self._standing(store, request)
+        return status, content_type, answer, None
+
+    def _standing(self, store: CreditStore, request: h11.Request) -> tuple[int, str, bytes]:
+        """``GET /credit?identity=HEX``: one identity's standing."""
         if request.method == b"GET":
             query = request.target.partition(b"?")[2].decode("latin-1")
             values = parse_qs(query).get("identity", [])
@@ -356,16 +607,41 @@ class TrackerServer:
             return 200, "text/plain", store.standing(identity).encode()
         return 405, "text/plain", encode_failure("/credit takes GET or POST")
 
-    def _http_announce(self, query: bytes, peer_ip: str) -> bytes:
+    async def _safe_announce(self, query: bytes, peer_ip: str) -> tuple[int, str, bytes]:
+        try:
+            return 200, "text/plain", await self._http_announce(query, peer_ip)
+        except Exception:
+            logger.exception("tracker announce handler failed")
+            return 500, "text/plain", encode_failure("internal tracker error")
+
+    async def _http_announce(self, query: bytes, peer_ip: str) -> bytes:
+        """Parse, check the identity proof, wait for a turn if rate-limited, then answer."""
         try:
             request = AnnounceRequest.from_query(query)
+            check = self.registry.check_identity(request, time.time())
+            if check.identity is not None and not self.registry.knows_standing(check.identity):
+                await self._learn_standing(check.identity)
+            if self._gate is not None:
+                await self._gate.admit(self.registry.priority(check.identity))
             ip = _trusted_ip(request.ip, peer_ip)
-            response = self.registry.announce(request, ip, time.time())
+            response = self.registry.announce(request, ip, time.time(), identity_check=check)
             if self._on_announce is not None:
                 self._on_announce(request, ip)
         except TrackerError as exc:
             return encode_failure(str(exc))
         return response.encode(compact=request.compact)
+
+    async def _learn_standing(self, identity: bytes) -> None:
+        """Read a newly seen identity's standing, so its first announce already counts it."""
+        store = self.credit
+        if store is None:
+            return
+        try:
+            standing = await trio.to_thread.run_sync(store.standing, identity)
+        except OpenDistroError:
+            logger.exception("could not read a credit standing")
+            return
+        self.registry.remember_standing(standing)
 
     def _http_scrape(self, query: bytes) -> bytes:
         try:
