@@ -89,10 +89,11 @@ def stored_file_paths(
 class _OpenFile:
     """A cached descriptor with a count of threads using it right now."""
 
-    __slots__ = ("dirty", "evicted", "fd", "users", "writable")
+    __slots__ = ("dirty", "evicted", "fd", "file_index", "users", "writable")
 
-    def __init__(self, fd: int, writable: bool) -> None:
+    def __init__(self, fd: int, file_index: int, writable: bool) -> None:
         self.fd = fd
+        self.file_index = file_index
         self.writable = writable
         self.users = 0
         self.evicted = False
@@ -184,7 +185,7 @@ class FileStorage:
                         )
                     chunk = chunk[written:]
                     position += written
-                entry.dirty = True
+                self._mark_written(entry)
             except OSError as exc:
                 raise StorageError(
                     f"cannot write {self._describe(extent.file_index)}: {exc}"
@@ -357,7 +358,7 @@ class FileStorage:
                     return entry
                 self._evict(file_index)
             fd = self._open_fd(file_index, write=write)
-            entry = _OpenFile(fd, write)
+            entry = _OpenFile(fd, file_index, write)
             entry.users = 1
             self._open[file_index] = entry
             if len(self._open) > self._max_open_files:
@@ -366,6 +367,19 @@ class FileStorage:
                     if len(self._open) <= self._max_open_files:
                         break
             return entry
+
+    def _mark_written(self, entry: _OpenFile) -> None:
+        """Remember that ``entry``'s file needs an fsync before resume state may claim it.
+
+        Under the lock, because :meth:`_close_all` may evict a descriptor while a
+        write through it is still running: the write must then be remembered in
+        ``_unsynced``, or the next :meth:`flush` would miss it.
+        """
+        with self._lock:
+            if entry.evicted:
+                self._unsynced.add(entry.file_index)
+            else:
+                entry.dirty = True
 
     def _release(self, entry: _OpenFile) -> None:
         with self._lock:
