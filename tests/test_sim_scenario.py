@@ -16,7 +16,15 @@ from opendistro.sim.scenario import (
     plan_peers,
 )
 
-NAMES = {"flash_crowd", "steady_arrivals", "heavy_churn", "heterogeneous", "seed_leaves_early"}
+NAMES = {
+    "flash_crowd",
+    "steady_arrivals",
+    "heavy_churn",
+    "heterogeneous",
+    "seed_leaves_early",
+    "free_riders",
+    "several_seeds",
+}
 
 GOOD = """
 name = "tiny"

@@ -58,6 +58,7 @@ class VirtualPeer:
     peer_id: bytes
     joined_at: float
     is_seed: bool
+    free_rider: bool = False
     connections: dict[int, PeerConnection] = field(default_factory=dict)
     uploads: dict[int, collections.deque[tuple[int, int, int]]] = field(default_factory=dict)
     sending: dict[int, Flow] = field(default_factory=dict)
@@ -112,15 +113,23 @@ class SimulatedSwarm:
         latency: float,
         seed: bool = False,
         super_seed: bool = False,
+        free_rider: bool = False,
     ) -> VirtualPeer:
-        """A peer joins now, and dials random members of the swarm."""
+        """A peer joins now, and dials random members of the swarm.
+
+        A ``free_rider`` runs the same session with no unchoke slots at all:
+        it never lets anyone download from it.
+        """
         have = Bitfield.full(self.num_pieces) if seed else Bitfield(self.num_pieces)
+        config = dataclasses.replace(self.config, super_seed=super_seed)
+        if free_rider:
+            config = dataclasses.replace(config, upload_slots=0, optimistic_slots=0)
         session: SwarmSession[int] = SwarmSession(
             num_pieces=self.num_pieces,
             piece_length=self.piece_length,
             total_length=self.total_length,
             have=have,
-            config=dataclasses.replace(self.config, super_seed=super_seed),
+            config=config,
             rng=random.Random(self.rng.getrandbits(64)),
         )
         number = len(self.peers)
@@ -131,6 +140,7 @@ class SimulatedSwarm:
             peer_id=b"-SIM000-" + number.to_bytes(12, "big"),
             joined_at=self.loop.now,
             is_seed=seed,
+            free_rider=free_rider,
             completed_at=self.loop.now if seed else None,
         )
         self.peers.append(peer)
@@ -141,6 +151,25 @@ class SimulatedSwarm:
             self._connect(peer, other)
         self.loop.call_later(self.rng.uniform(0, self.tick_interval), self._tick, peer)
         return peer
+
+    def reannounce(self, peer: VirtualPeer) -> None:
+        """Ask the "tracker" again: dial random members until ``max_connections``.
+
+        A client that lost most of its neighbours (they finished and stopped
+        seeding) does the same; without it a peer could be left with nobody.
+        """
+        if not peer.online:
+            return
+        wanted = self.max_connections - len(peer.connections)
+        candidates = [
+            other
+            for other in self._online
+            if other is not peer
+            and other.number not in peer.connections
+            and len(other.connections) < 2 * self.max_connections
+        ]
+        for other in self.rng.sample(candidates, max(0, min(wanted, len(candidates)))):
+            self._connect(peer, other)
 
     def remove_peer(self, peer: VirtualPeer) -> None:
         """A peer leaves now; its neighbours see the connection drop."""

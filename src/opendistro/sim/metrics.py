@@ -14,6 +14,12 @@ capacity well; the ratio is the headline figure of every scenario.
 Fairness is measured with Jain's index over share ratios (uploaded /
 downloaded): 1.0 when every peer gave back in the same proportion, ``1/n``
 when one peer did all the giving.
+
+Incentives are judged by how much longer free riders (peers that never
+upload) take than contributors, by the Jain index of contributors' share
+ratios alone (a free rider's ratio is 0 by definition), and, with several
+seeds, by the Jain index of what each seed uploaded (even when seeds share
+the load).
 """
 
 from __future__ import annotations
@@ -75,7 +81,8 @@ def scenario_bound(scenario: Scenario) -> float:
     """
     uploads = [c.upload for c in scenario.peers for _ in range(c.count)]
     downloads = [c.download for c in scenario.peers for _ in range(c.count)]
-    return fluid_lower_bound(scenario.file_size, scenario.seed_upload, uploads, downloads)
+    seed_upload = scenario.seeds * scenario.seed_upload
+    return fluid_lower_bound(scenario.file_size, seed_upload, uploads, downloads)
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -153,6 +160,10 @@ class RunMetrics:
     """How many peers took part (0: infer from the per-peer dicts)."""
     timeline: list[tuple[float, float, float]] = field(default_factory=list)
     """(virtual time, mean fraction downloaded, fraction of peers complete), once a second."""
+    free_riders: frozenset[int] = frozenset()
+    """The peers that never upload; every other peer in the dicts is a contributor."""
+    seeds_uploaded: list[int] = field(default_factory=list)
+    """Bytes each initial seed uploaded (one entry per seed)."""
 
     @property
     def peer_count(self) -> int:
@@ -167,6 +178,34 @@ class RunMetrics:
             for peer, got in sorted(self.downloaded.items())
             if got > 0
         ]
+
+    def incentive_figures(self) -> dict[str, Any]:
+        """Free riders against contributors, contributors' ratio fairness, seeds' load split.
+
+        ``free_rider_slowdown`` is the median free rider's completion time
+        over the median contributor's (None unless both groups have finishers;
+        ``free_riders_completed`` says how many free riders finished at all).
+        """
+        contributors = [t for p, t in self.completion_times.items() if p not in self.free_riders]
+        riders = [t for p, t in self.completion_times.items() if p in self.free_riders]
+        contributor_ratios = [
+            self.uploaded.get(peer, 0) / got
+            for peer, got in sorted(self.downloaded.items())
+            if got > 0 and peer not in self.free_riders
+        ]
+        slowdown = None
+        if contributors and riders:
+            slowdown = percentiles(riders)["median"] / percentiles(contributors)["median"]
+        return {
+            "free_riders": len(self.free_riders),
+            "free_riders_completed": len(riders),
+            "contributor_completion_seconds": _maybe_percentiles(contributors),
+            "free_rider_completion_seconds": _maybe_percentiles(riders),
+            "free_rider_slowdown": slowdown,
+            "contributor_share_ratio_jain": jain_index(contributor_ratios),
+            "seeds": len(self.seeds_uploaded),
+            "seeds_upload_jain": jain_index([float(b) for b in self.seeds_uploaded]),
+        }
 
     def summary(self) -> dict[str, Any]:
         """Headline figures as plain JSON-able values (None where undefined)."""
@@ -194,6 +233,7 @@ class RunMetrics:
                 self.events / self.wall_seconds if self.wall_seconds > 0 else None
             ),
             "peak_rss_mb": self.peak_rss_mb,
+            **self.incentive_figures(),
         }
 
 

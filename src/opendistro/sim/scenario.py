@@ -27,6 +27,11 @@ Example file::
     upload = "10 Mbit/s"
     download = "100 Mbit/s"
     latency = "30 ms"
+
+Incentive experiments add a class with ``free_rider = true`` (peers that never
+unchoke anyone, so never upload), pick the unchoke policy with ``choking``,
+start with several seeds with ``seeds``, and let finished peers leave with a
+seeding policy (``seed_ratio_target``, ``seed_time_target``).
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import ConfigError
+from ..swarm.choker import CHOKING_POLICIES
+from ..swarm.seeding_policy import SeedingPolicy
 
 __all__ = [
     "PeerClass",
@@ -137,10 +144,14 @@ class PeerClass:
     upload: float
     download: float
     latency: float
+    free_rider: bool = False
+    """These peers never unchoke anyone: they download and never upload."""
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ConfigError("a peer class needs a name")
+        if not isinstance(self.free_rider, bool):
+            raise ConfigError(f"peer class {self.name!r}: free_rider must be true or false")
         if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 0:
             raise ConfigError(f"peer class {self.name!r}: count must be an integer >= 0")
         for field_name in ("upload", "download", "latency"):
@@ -150,7 +161,9 @@ class PeerClass:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PeerClass:
-        _reject_unknown(data, {"name", "count", "upload", "download", "latency"}, "[[peers]]")
+        _reject_unknown(
+            data, {"name", "count", "upload", "download", "latency", "free_rider"}, "[[peers]]"
+        )
         try:
             name = data["name"]
             count = data["count"]
@@ -165,6 +178,7 @@ class PeerClass:
             upload=parse_rate(upload, f"peer class {name!r}: upload"),
             download=parse_rate(download, f"peer class {name!r}: download"),
             latency=parse_duration(data.get("latency", 0.02), f"peer class {name!r}: latency"),
+            free_rider=data.get("free_rider", False),
         )
 
 
@@ -190,6 +204,14 @@ class Scenario:
     duration_limit: float = 86400.0
     """Virtual seconds after which the run stops, finished or not."""
     description: str = ""
+    choking: str | None = None
+    """Unchoke policy of every peer (None: the session default); a run may override it."""
+    seeds: int = 1
+    """How many seeds hold the whole file at the start (each with ``seed_upload``)."""
+    seed_ratio_target: float | None = None
+    """Peers that finish leave once their share ratio reaches this (None: no ratio target)."""
+    seed_time_target: float | None = None
+    """Peers that finish leave after seeding this long (None: no time target)."""
 
     def __post_init__(self) -> None:
         if self.file_size <= 0:
@@ -231,8 +253,26 @@ class Scenario:
             )
         if not _number(self.duration_limit, "duration_limit") > 0:
             raise ConfigError("duration_limit must be positive")
+        if self.choking is not None and self.choking not in CHOKING_POLICIES:
+            raise ConfigError(
+                f"choking must be one of {', '.join(CHOKING_POLICIES)}, got {self.choking!r}"
+            )
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ConfigError(f"seeds must be an integer >= 1, got {self.seeds!r}")
+        SeedingPolicy(ratio_target=self.seed_ratio_target, time_target=self.seed_time_target)
+
+    @property
+    def seeding_policy(self) -> SeedingPolicy:
+        """When peers that finished stop seeding and leave (by default: never)."""
+        return SeedingPolicy(
+            ratio_target=self.seed_ratio_target, time_target=self.seed_time_target
+        )
 
     # -- derived -------------------------------------------------------------
+
+    @property
+    def free_riders(self) -> int:
+        return sum(peer.count for peer in self.peers if peer.free_rider)
 
     @property
     def total_peers(self) -> int:
@@ -284,6 +324,11 @@ class Scenario:
         if arrival not in ("flash", "steady"):
             raise ConfigError(f"arrival must be 'flash' or 'steady', got {arrival!r}")
         leaves = data.get("seed_leaves_after_copies")
+        choking = data.get("choking")
+        if choking is not None and not isinstance(choking, str):
+            raise ConfigError(f"choking must be a string, got {choking!r}")
+        ratio_target = data.get("seed_ratio_target")
+        time_target = data.get("seed_time_target")
         seed_upload = parse_rate(data["seed_upload"], "seed_upload")
         return cls(
             name=name,
@@ -302,14 +347,24 @@ class Scenario:
             seed=data["seed"],
             max_connections=data.get("max_connections", 40),
             duration_limit=parse_duration(data.get("duration_limit", 86400.0), "duration_limit"),
+            choking=choking,
+            seeds=data.get("seeds", 1),
+            seed_ratio_target=(
+                None if ratio_target is None else _number(ratio_target, "seed_ratio_target")
+            ),
+            seed_time_target=(
+                None if time_target is None else parse_duration(time_target, "seed_time_target")
+            ),
         )
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-able data (numbers in bytes, bytes/s and seconds); from_dict reads it back."""
         data = dataclasses.asdict(self)
         data["peers"] = [dataclasses.asdict(peer) for peer in self.peers]
-        if data["seed_leaves_after_copies"] is None:
-            del data["seed_leaves_after_copies"]
+        for optional in ("seed_leaves_after_copies", "choking", "seed_ratio_target",
+                         "seed_time_target"):
+            if data[optional] is None:
+                del data[optional]
         return data
 
     # -- variants ------------------------------------------------------------
@@ -373,6 +428,8 @@ class PeerPlan:
     latency: float
     leave_at_fraction: float | None
     """Leave once this fraction of the file is downloaded (None: stay and seed)."""
+    free_rider: bool = False
+    """Never unchoke anyone (never upload)."""
 
 
 def plan_peers(scenario: Scenario) -> list[PeerPlan]:
@@ -397,6 +454,7 @@ def plan_peers(scenario: Scenario) -> list[PeerPlan]:
                 download=peer.download,
                 latency=peer.latency,
                 leave_at_fraction=leave,
+                free_rider=peer.free_rider,
             )
         )
     return plans

@@ -32,6 +32,24 @@ Policy, as in BitTorrent mainline and libtorrent:
   rounds. Snubbing means nothing here (a seed requests nothing), so it is
   ignored.
 
+**Deficit policy** (``policy="deficit"``, after FairTorrent). Tit-for-tat
+looks at recent rates only, so a peer that just joined and a peer that fed us
+for an hour rank alike once their rates match, and a free rider that happens to
+hold a slot keeps drawing on it until someone out-uploads it. The deficit policy
+keeps the books instead: each peer's *deficit* is what it gave us (this
+connection, plus the ``credit`` its identity earned before) minus what we gave
+it. The regular slots go first to peers that ever gave us anything, largest
+deficit first, and only then to peers that never did, least served first. A
+peer we over-served falls behind everyone who reciprocated, a free rider never
+outranks a contributor and its deficit only ever goes down, and long-run upload
+tracks long-run contribution. Optimistic unchokes are kept exactly as above,
+so newcomers (deficit 0, nothing to trade yet) and free riders alike still get
+that share and nobody starves. When seeding, the largest deficit goes first
+too: the peers that fed us while we leeched are repaid first, and among the
+rest (for an initial seed, everyone) the fewest bytes sent, then the least
+recently unchoked. That is byte-even rather than turn-even, so every leecher,
+slow or fast, gets the same share of the seed.
+
 The choker remembers only what the policy needs: when the last round and the
 last optimistic rotation happened, the current optimistic peers, and when each
 present peer was last unchoked. Keys absent from a round's snapshot are
@@ -47,7 +65,10 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 
-__all__ = ["Choker", "PeerStats"]
+__all__ = ["CHOKING_POLICIES", "Choker", "PeerStats"]
+
+CHOKING_POLICIES = ("tit-for-tat", "deficit")
+"""The unchoke policies :class:`Choker` implements (see the module docstring)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +92,20 @@ class PeerStats:
     credit: float = 0.0
     """Bytes its identity gave us, net of what we gave it, in earlier connections
     (0 for a newcomer or a peer without a credit identity)."""
+    downloaded: float = 0.0
+    """Bytes received from this peer over this connection."""
+    uploaded: float = 0.0
+    """Bytes sent to this peer over this connection."""
+
+    @property
+    def reciprocated(self) -> bool:
+        """It ever gave us anything: on this connection, or as credit from earlier ones."""
+        return self.downloaded > 0 or self.credit > 0
+
+    @property
+    def deficit(self) -> float:
+        """What this peer gave us, earlier credit included, minus what we gave it."""
+        return self.credit + self.downloaded - self.uploaded
 
 
 class Choker:
@@ -85,8 +120,13 @@ class Choker:
         optimistic_interval: float = 30.0,
         new_peer_window: float = 60.0,
         new_peer_weight: int = 3,
+        policy: str = "tit-for-tat",
         rng: random.Random | None = None,
     ) -> None:
+        if policy not in CHOKING_POLICIES:
+            raise ConfigError(
+                f"unknown choking policy {policy!r} (use {', '.join(CHOKING_POLICIES)})"
+            )
         if slots < 0 or optimistic_slots < 0:
             raise ConfigError("unchoke slot counts cannot be negative")
         if not (rechoke_interval > 0 and optimistic_interval > 0):
@@ -101,6 +141,7 @@ class Choker:
         self.optimistic_interval = optimistic_interval
         self.new_peer_window = new_peer_window
         self.new_peer_weight = new_peer_weight
+        self.policy = policy
         self._rng = rng or random.Random()
         self._last_round: float | None = None
         self._last_rotation: float | None = None
@@ -150,8 +191,12 @@ class Choker:
             for key, peer in eligible.items()
             if key not in keep and (seeding or not peer.snubbed)
         ]
-        if seeding:
+        if seeding and self.policy == "deficit":
+            ranked = self._rank_seeding_by_deficit(regular_candidates)
+        elif seeding:
             ranked = self._rank_round_robin(regular_candidates)
+        elif self.policy == "deficit":
+            ranked = self._rank_by_deficit(regular_candidates)
         else:
             ranked = self._rank_by_reciprocation(regular_candidates)
         regular = frozenset(peer.key for peer in ranked[: self.slots])
@@ -179,6 +224,31 @@ class Choker:
             candidates,
             key=lambda peer: (-peer.download_rate, -peer.upload_rate, tiebreak[peer.key]),
         )
+
+    def _rank_by_deficit(self, candidates: list[PeerStats]) -> list[PeerStats]:
+        """Peers that gave us anything first; then the largest deficit, the faster
+        reciprocator, and the rest at random."""
+        tiebreak = {peer.key: self._rng.random() for peer in candidates}
+        return sorted(
+            candidates,
+            key=lambda peer: (
+                not peer.reciprocated,
+                -peer.deficit,
+                -peer.download_rate,
+                tiebreak[peer.key],
+            ),
+        )
+
+    def _rank_seeding_by_deficit(self, candidates: list[PeerStats]) -> list[PeerStats]:
+        """Largest deficit (so, among equals in what they gave, the fewest bytes sent)
+        first, then the least recently unchoked."""
+        tiebreak = {peer.key: self._rng.random() for peer in candidates}
+
+        def order(peer: PeerStats) -> tuple[float, float, float]:
+            last = self._last_unchoked.get(peer.key, -math.inf)
+            return -peer.deficit, last, tiebreak[peer.key]
+
+        return sorted(candidates, key=order)
 
     def _rank_round_robin(self, candidates: list[PeerStats]) -> list[PeerStats]:
         """Least recently unchoked first, then the ones we serve most slowly."""

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
 from ..bitfield import Bitfield
+from ..errors import ConfigError
 from ..wire.connection import Event, PeerConnection, RequestsDropped
 from ..wire.extensions.handshake import ExtensionHandshake
 from ..wire.messages import (
@@ -40,7 +41,7 @@ from ..wire.messages import (
     Request,
     Unchoke,
 )
-from .choker import Choker, PeerStats
+from .choker import CHOKING_POLICIES, Choker, PeerStats
 from .picker import BLOCK_SIZE, PiecePicker
 from .rates import RateMeter
 from .smartban import SmartBan
@@ -147,6 +148,16 @@ class SessionConfig:
     """BEP 16: as the initial seed, reveal pieces one by one so each is uploaded about once."""
     sequential: bool = False
     """Download pieces in order (streaming) instead of rarest first."""
+    choking: str = "tit-for-tat"
+    """Unchoke policy, one of :data:`~opendistro.swarm.choker.CHOKING_POLICIES`:
+    ``"tit-for-tat"`` (recent rates, as mainline) or ``"deficit"`` (bytes given
+    minus bytes taken, earlier credit included, as FairTorrent)."""
+
+    def __post_init__(self) -> None:
+        if self.choking not in CHOKING_POLICIES:
+            raise ConfigError(
+                f"unknown choking policy {self.choking!r} (use {', '.join(CHOKING_POLICIES)})"
+            )
 
 
 @dataclass
@@ -197,6 +208,7 @@ class SwarmSession(Generic[PeerKey]):
         self.choker = Choker(
             slots=self.config.upload_slots,
             optimistic_slots=self.config.optimistic_slots,
+            policy=self.config.choking,
             rng=self._rng,
         )
         self._super: SuperSeeder | None = None
@@ -665,6 +677,8 @@ class SwarmSession(Generic[PeerKey]):
                 is_seed=peer.connection.peer_is_seed,
                 snubbed=peer.snubbed,
                 credit=peer.credit,
+                downloaded=peer.downloaded.total,
+                uploaded=peer.uploaded.total,
             )
             for key, peer in self._peers.items()
         ]
