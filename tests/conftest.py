@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import random
-from collections.abc import Callable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,21 @@ from opendistro.create import create_torrent
 from opendistro.metainfo import Metainfo
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+# ``get`` and ``seed`` keep seeding credit in the per-user state folder by default.
+# No test may write to the real one: every test, and every subprocess a test starts
+# (they inherit os.environ), gets this session's own. Set at import, before any
+# test module computes a default path.
+STATE_HOME = Path(tempfile.mkdtemp(prefix="opendistro-test-state-"))
+os.environ["XDG_STATE_HOME"] = str(STATE_HOME)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_state_home() -> Iterator[Path]:
+    """Remove the session's state folder at the end (and fail loudly if it was swapped)."""
+    assert os.environ.get("XDG_STATE_HOME") == str(STATE_HOME)
+    yield STATE_HOME
+    shutil.rmtree(STATE_HOME, ignore_errors=True)
 
 
 def write_random(path: Path, size: int, seed: int) -> Path:

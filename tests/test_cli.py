@@ -189,6 +189,19 @@ def test_demo_runs_a_verified_swarm() -> None:
     assert all(r["identical"] and r["ok"] for r in report["results"])
     assert all(r["bytes_from_mirror"] >= 0 for r in report["results"])
     assert report["seeder_uploaded"] >= 4 << 20
+    # Between the acts: each client's credit ledger, and the tracker's view once the
+    # clients posted their receipts.
+    ledgers = {ledger["client"]: ledger for ledger in report["credit"]}
+    assert set(ledgers) == {"seeder", "leecher 0", "leecher 1", "leecher 2"}
+    seeder_peers = ledgers["seeder"]["peers"]
+    assert sum(peer["sent"] for peer in seeder_peers) >= 4 << 20
+    assert all(0 <= peer["held"] <= peer["sent"] and peer["received"] == 0
+               for peer in seeder_peers)
+    health = report["tracker_health"]
+    assert (health["seeders"], health["leechers"], health["completed"]) == (4, 0, 3)
+    assert health["distributed_copies_estimate"] >= 4
+    scores = {entry["client"]: entry["score"] for entry in health["contribution_ranking"]}
+    assert set(scores) == set(ledgers) and scores["seeder"] > 0
     # Act 2: the swarm went away under the late leecher and the mirror finished the job.
     fallback = report["fallback"]
     assert fallback["ok"] and fallback["identical"], fallback

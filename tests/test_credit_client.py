@@ -9,6 +9,7 @@ credit off, libtorrent) are served as before.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -115,6 +116,30 @@ async def test_downloader_signs_receipts_the_seeder_keeps(
         exchange = leecher_ledger.exchange(seeder_id, info_hash)
         assert exchange.received == SIZE and exchange.sent == 0 and exchange.held == 0
         assert leecher_ledger.receipts_to_submit() == []  # it uploaded nothing
+
+
+async def test_a_stopping_downloader_leaves_the_seeder_an_exact_receipt(
+    make_release: Callable[..., Path], tmp_path: Path
+) -> None:
+    metainfo, release = release_torrent(make_release)
+    info_hash = metainfo.wire_info_hash
+    async with Client(host=LOOPBACK, state_dir=tmp_path / "seeder") as seeder:
+        assert seeder.credit is not None
+        seeded = await seeder.seed(metainfo, release.parent)
+        async with Client(host=LOOPBACK, state_dir=tmp_path / "leecher") as leecher:
+            assert leecher.credit is not None
+            leecher_id = leecher.credit.public_key
+            await download(leecher, metainfo, tmp_path / "dl", seeder.port)
+        # The downloader left first: its parting receipt covers the last, partial
+        # interval, which the seeder (still running) never had to ask for.
+        with trio.fail_after(30):
+            while (session_total := seeder.credit.history(leecher_id, info_hash)[0].held) < SIZE:
+                await trio.sleep(0.05)
+        assert session_total == SIZE
+        assert seeded.status().bytes_uploaded >= SIZE
+    with ledger(tmp_path / "seeder") as seeder_ledger:
+        best = seeder_ledger.best_receipt(leecher_id, info_hash)
+        assert best is not None and best.total == SIZE
 
 
 async def test_restarted_clients_resume_totals_with_the_same_identity(
@@ -460,3 +485,66 @@ def test_cli_get_with_state_dir_keeps_credit(
     summary = json.loads(view.stdout.strip().splitlines()[-1])
     assert summary["identity"] == report["credit_identity"]
     assert [(p["identity"], p["received"]) for p in summary["peers"]] == [(identity, SIZE)]
+
+
+def test_cli_keeps_credit_in_the_user_state_dir_by_default(
+    make_release: Callable[..., Path], tmp_path: Path
+) -> None:
+    """``seed`` and ``get`` with no credit options share the per-user state folder
+    (one identity for both: credit is off between them, the data flows); ``--no-credit``
+    writes nothing there."""
+    metainfo, release = release_torrent(make_release)
+    torrent = tmp_path / "release.torrent"
+    torrent.write_bytes(metainfo.to_bytes())
+    cli = [sys.executable, "-m", "opendistro.cli"]
+    home = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "xdg")}
+    untouched = tmp_path / "xdg-untouched"
+    seeder = subprocess.Popen(
+        [*cli, "seed", str(torrent), "--data", str(release.parent), "--host", LOOPBACK],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=home,
+    )
+    try:
+        assert seeder.stdout is not None
+        listening = seeder.stdout.readline()  # "seeding NAME on HOST:PORT"
+        assert " on " in listening, seeder.stderr.read() if seeder.stderr else ""
+        port = listening.strip().rpartition(":")[2]
+        identity = seeder.stdout.readline().split()[-1]  # "credit identity HEX"
+        get = [*cli, "get", str(torrent), "--host", LOOPBACK, "--peer", f"{LOOPBACK}:{port}",
+               "--json"]
+        shared = subprocess.run(
+            [*get, "-o", str(tmp_path / "shared")],
+            capture_output=True, text=True, timeout=120, check=False, env=home,
+        )
+        anonymous = subprocess.run(
+            [*get, "-o", str(tmp_path / "anonymous"), "--no-credit"],
+            capture_output=True, text=True, timeout=120, check=False,
+            env={**os.environ, "XDG_STATE_HOME": str(untouched)},
+        )
+    finally:
+        seeder.terminate()
+        seeder.wait(10)
+    assert shared.returncode == 0, shared.stderr
+    assert json.loads(shared.stdout.strip().splitlines()[-1])["credit_identity"] == identity
+    assert (tmp_path / "xdg" / "opendistro" / IDENTITY_FILE_NAME).is_file()
+    assert anonymous.returncode == 0, anonymous.stderr
+    assert json.loads(anonymous.stdout.strip().splitlines()[-1])["credit_identity"] is None
+    assert not untouched.exists()
+    for folder in ("shared", "anonymous"):
+        assert (tmp_path / folder / release.name).read_bytes() == release.read_bytes()
+    view = subprocess.run(
+        [*cli, "credit", "--json"], capture_output=True, text=True, timeout=60, check=False,
+        env=home,
+    )
+    assert view.returncode == 0, view.stderr
+    summary = json.loads(view.stdout.strip().splitlines()[-1])
+    assert summary["identity"] == identity
+    assert summary["state_dir"] == str(tmp_path / "xdg" / "opendistro")
+    assert summary["peers"] == []  # giving to ourselves earns nothing
+
+
+def test_state_dir_takes_a_value(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """``--state-dir`` before the positional argument can no longer swallow it."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["get", "--state-dir"])
+    assert exit_info.value.code == 2
+    assert "expected one argument" in capsys.readouterr().err

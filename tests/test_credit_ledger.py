@@ -132,3 +132,57 @@ def test_a_file_that_is_not_a_ledger_is_a_storage_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StorageError):
         CreditLedger(path, owner=US.public_key)
+
+
+def test_receipts_to_submit_per_torrent(tmp_path: Path) -> None:
+    with CreditLedger.open(tmp_path, owner=US.public_key) as ledger:
+        a, b = from_peer(10), from_peer(20, torrent=TORRENT_B)
+        other = from_peer(30, peer=PEER2)
+        for receipt in (a, b, other):
+            ledger.keep_receipt(receipt)
+        assert ledger.receipts_to_submit(torrent=TORRENT) == [a, other]
+        assert ledger.receipts_to_submit(torrent=TORRENT_B) == [b]
+        assert ledger.receipts_to_submit(1, torrent=TORRENT) == [a]
+        ledger.mark_submitted([a])
+        assert ledger.receipts_to_submit(torrent=TORRENT) == [other]
+        assert ledger.receipts_to_submit(torrent=b"\x03" * 20) == []
+        assert sorted(r.total for r in ledger.receipts_to_submit()) == [20, 30]
+
+
+def test_summary_totals_each_peer_over_every_torrent(tmp_path: Path) -> None:
+    with CreditLedger.open(tmp_path, owner=US.public_key) as ledger:
+        assert ledger.summary().peers == () and ledger.summary().unsubmitted == 0
+        ledger.record(PEER.public_key, TORRENT, received=5000, sent=100)
+        ledger.record(PEER.public_key, TORRENT_B, received=700)
+        ledger.record(PEER2.public_key, TORRENT, sent=9000)
+        ledger.keep_receipt(from_peer(8192, peer=PEER2))
+        ledger.keep_receipt(from_peer(50, peer=PEER2, torrent=TORRENT_B))
+        ledger.mark_submitted([from_peer(50, peer=PEER2, torrent=TORRENT_B)])
+        summary = ledger.summary()
+    # Biggest exchange first: PEER2 moved 9000 bytes, PEER 5800.
+    assert [peer.identity for peer in summary.peers] == [PEER2.public_key, PEER.public_key]
+    taker, giver = summary.peers
+    assert (giver.received, giver.sent, giver.held, giver.torrents) == (5700, 100, 0, 2)
+    assert giver.credit == 5600
+    assert (taker.received, taker.sent, taker.held, taker.torrents) == (0, 9000, 8242, 1)
+    assert summary.unsubmitted == 1
+    assert (summary.received, summary.sent, summary.held) == (5700, 9100, 8242)
+
+
+def test_a_read_only_ledger_writes_nothing(tmp_path: Path) -> None:
+    clock = Clock()
+    with CreditLedger.open(tmp_path, owner=US.public_key) as ledger:
+        ledger.record(PEER.public_key, TORRENT, received=42)
+    path = tmp_path / LEDGER_FILE_NAME
+    before = path.read_bytes()
+    clock.now += 10 * 365 * 24 * 3600  # every row is long past max_age...
+    with CreditLedger(path, owner=US.public_key, read_only=True, clock=clock) as view:
+        assert view.prune() == 0  # ...yet a read-only view prunes nothing
+        assert [peer.received for peer in view.summary().peers] == [42]
+        with pytest.raises(StorageError):
+            view.record(PEER.public_key, TORRENT, received=43)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LEDGER_FILE_NAME]
+    with pytest.raises(StorageError):
+        CreditLedger(tmp_path / "missing.sqlite", owner=US.public_key, read_only=True)
+    assert not (tmp_path / "missing.sqlite").exists()

@@ -166,11 +166,43 @@ def test_a_hello_claiming_a_key_it_does_not_hold_is_refused() -> None:
     claimed = encode_credit_message(Hello(LEECHER.public_key, hello.signature))
     with pytest.raises(CreditProtocolError):
         up.handle_message(claimed)
-    self_claim = CreditSession(SEEDER, info_hash=INFO_HASH, our_peer_id=LEECHER_PID,
-                               their_peer_id=SEEDER_PID)
-    self_claim.on_peer_handshake(handshake_from(up))
+    # Our own key with someone else's signature: a forger, refused.
+    forged_self = encode_credit_message(Hello(SEEDER.public_key, hello.signature))
     with pytest.raises(CreditProtocolError, match="our own"):
-        deliver(self_claim, up)
+        up.handle_message(forged_self)
+
+
+def test_our_own_identity_in_another_process_turns_credit_off_quietly() -> None:
+    """``seed`` and ``get`` sharing one state folder meet with one identity: the
+    connection carries data as usual, but neither side counts or signs anything."""
+    one = CreditSession(SEEDER, info_hash=INFO_HASH, our_peer_id=SEEDER_PID,
+                        their_peer_id=LEECHER_PID)
+    two = CreditSession(SEEDER, info_hash=INFO_HASH, our_peer_id=LEECHER_PID,
+                        their_peer_id=SEEDER_PID)
+    one.on_peer_handshake(handshake_from(two))
+    two.on_peer_handshake(handshake_from(one))
+    assert deliver(one, two) == [None] and deliver(two, one) == [None]
+    assert not one.active and not two.active
+    assert one.peer_identity is None and two.peer_identity is None
+    two.on_bytes_sent(5 * MiB)
+    assert one.on_verified_bytes(5 * MiB) is None  # no receipt to ourselves
+    assert one.issue_receipt() is None
+    two.request_receipt()
+    assert one.outgoing() == [] and two.outgoing() == []
+
+
+def test_a_stopping_downloader_signs_a_receipt_for_the_last_bytes() -> None:
+    up, down = connect()
+    transfer(up, down, MiB)  # a receipt at 1 MiB...
+    assert transfer(up, down, 300_000) == []  # ...and 300,000 bytes it does not cover
+    assert up.best_held == MiB
+    issued = down.issue_receipt()
+    assert issued is not None and issued.receipt.total == MiB + 300_000
+    [accepted] = deliver(down, up)
+    assert isinstance(accepted, ReceiptAccepted) and accepted.gain == 300_000
+    assert up.best_held == down.received == MiB + 300_000
+    assert down.issue_receipt() is None  # nothing new received: nothing to sign
+    assert down.outgoing() == []
 
 
 def test_messages_out_of_order_are_protocol_errors() -> None:

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -43,11 +44,12 @@ from .io.client import Client
 from .io.credit import default_state_dir, read_credit_summary
 from .io.delta_update import DeltaOutcome, update_from_previous
 from .io.dht import PUBLIC_BOOTSTRAP_NODES
+from .io.health import SwarmSurvey, survey_swarm, tracker_reports
 from .io.torrent import Torrent, TorrentState, directory_of
 from .magnet import MagnetLink
 from .metainfo import Metainfo
 from .mirrors.server import MirrorServer
-from .progress import ProgressPrinter
+from .progress import ProgressPrinter, format_bytes
 from .signing import (
     PublicKeyFile,
     Scheme,
@@ -66,6 +68,7 @@ from .signing import (
     write_detached,
 )
 from .swarm.sources import SourcePolicy
+from .tracker.health_client import fetch_tracker_health
 from .tracker.server import TrackerServer
 from .wire.mse import EncryptionPolicy
 
@@ -258,6 +261,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     credit.add_argument("--json", action="store_true")
 
+    health = commands.add_parser(
+        "health",
+        help="how healthy a swarm is (watch it without downloading) or what a tracker says",
+    )
+    health.add_argument(
+        "target",
+        metavar="TORRENT_OR_TRACKER_URL",
+        help="a .torrent file or magnet: URI (ask its trackers, then watch the swarm), "
+        "or an http(s) tracker URL (show its health document)",
+    )
+    health.add_argument(
+        "--seconds",
+        type=float,
+        default=10.0,
+        metavar="N",
+        help="how long to watch the swarm (default 10)",
+    )
+    health.add_argument("--host", default="0.0.0.0", help="where the observer listens")
+    health.add_argument(
+        "--peer", action="append", type=_address, default=[], metavar="HOST:PORT",
+        help="a peer to look at besides the trackers' ones; repeatable",
+    )
+    health.add_argument("-v", "--verbose", action="store_true")
+    health.add_argument("--json", action="store_true")
+
     sums = commands.add_parser(
         "check-sums", help="check files against a signed SHA256SUMS/SHA512SUMS list"
     )
@@ -408,23 +436,26 @@ def _add_credit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--state-dir",
         type=Path,
-        nargs="?",
-        const=default_state_dir(),
         metavar="DIR",
-        help="keep seeding credit: our identity and ledger live in DIR "
-        f"(without DIR: {default_state_dir()})",
+        help="where our seeding-credit identity and ledger live "
+        f"(default: {default_state_dir()})",
     )
     parser.add_argument(
-        "--no-credit", action="store_true", help="keep no credit, even with --state-dir"
+        "--no-credit",
+        action="store_true",
+        help="keep no seeding credit: no identity, no ledger, nothing written to the state dir",
     )
 
 
 def _credit_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Client arguments for ``--state-dir``/``--no-credit``: no state folder, no credit."""
-    return {
-        "state_dir": getattr(args, "state_dir", None),
-        "credit": not getattr(args, "no_credit", False),
-    }
+    """Client arguments for ``--state-dir``/``--no-credit``.
+
+    Commands that offer them keep credit by default, in the per-user state
+    folder; the others (``update``) keep none.
+    """
+    if not hasattr(args, "no_credit") or args.no_credit:
+        return {"state_dir": None, "credit": False}
+    return {"state_dir": args.state_dir or default_state_dir(), "credit": True}
 
 
 def _add_dht_options(parser: argparse.ArgumentParser) -> None:
@@ -848,7 +879,7 @@ def _credit(args: argparse.Namespace) -> int:
         print(json.dumps(summary.to_json()))
         return 0
     if summary.identity is None:
-        print(f"no credit identity in {summary.state_dir} yet (get/seed --state-dir makes one)")
+        print(f"no credit identity in {summary.state_dir} yet (get or seed makes one)")
         return 0
     view = summary.to_json()
     print(f"identity {view['identity']} ({summary.state_dir})")
@@ -858,6 +889,123 @@ def _credit(args: argparse.Namespace) -> int:
         print(f"  {peer.identity.hex()}  received {peer.received}  sent {peer.sent}  "
               f"held {peer.held}  credit {peer.credit}  ({peer.torrents} torrents)")
     return 0
+
+
+async def _health(args: argparse.Namespace) -> int:
+    """``health``: a tracker's health document, or a torrent's trackers and swarm."""
+    target: str = args.target
+    if target.lower().startswith(("http://", "https://", "udp://")):
+        document = await fetch_tracker_health(target)
+        if args.json:
+            print(json.dumps({"ok": True, "url": target, **document}))
+        else:
+            print(_format_tracker_health(target, document))
+        return 0
+    if not args.seconds > 0:
+        raise ConfigError("--seconds must be positive")
+    source: MagnetLink | Metainfo
+    if target.startswith("magnet:"):
+        source = MagnetLink.parse(target)
+        trackers = list(source.trackers)
+        name = source.display_name or source.wire_info_hash.hex()
+    else:
+        source = Metainfo.from_file(target)
+        trackers = [url for tier in source.announce_tiers for url in tier]
+        name = source.name
+    info_hash = source.wire_info_hash
+    # The trackers first: once we announce, they would count us among the leechers.
+    reports = await tracker_reports(trackers, info_hash)
+    with tempfile.TemporaryDirectory(prefix="opendistro-health-") as scratch:
+        async with Client(host=args.host, credit=False, log=_log_to_stderr(args.verbose)) as client:
+            survey = await survey_swarm(
+                client, source, scratch, seconds=args.seconds, peers=args.peer
+            )
+    result = {
+        "ok": True,
+        "name": name,
+        "info_hash": info_hash.hex(),
+        "trackers": reports,
+        "swarm": survey.to_json(),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(_format_torrent_health(name, info_hash, reports, survey))
+    return 0
+
+
+def _seconds_text(value: float | None, none: str = "no end in sight") -> str:
+    return none if value is None else f"{value:g} s"
+
+
+def _format_tracker_health(url: str, document: dict[str, Any]) -> str:
+    tracker = document["tracker"]
+    lines = [
+        f"tracker {url}: {tracker.get('torrents')} torrents, {tracker.get('seeders')} seeders, "
+        f"{tracker.get('leechers')} leechers, {tracker.get('completed')} completed"
+    ]
+    for torrent in document["torrents"]:
+        lines.append("  " + _describe_tracked(torrent))
+    return "\n".join(lines)
+
+
+def _describe_tracked(torrent: dict[str, Any]) -> str:
+    """One line for a torrent entry of a tracker's health document."""
+    ranking = torrent.get("contribution_ranking") or []
+    top = ", ".join(
+        f"{entry['identity'][:16]} (score {entry['score']}, seeded {entry['seeding_seconds']} s)"
+        for entry in ranking[:3]
+    )
+    death = torrent.get("time_to_death_if_seeders_leave")
+    return (
+        f"{torrent.get('info_hash')}: {torrent.get('seeders')} seeders, "
+        f"{torrent.get('leechers')} leechers, {torrent.get('completed')} completed, "
+        f"distributed copies ~{torrent.get('distributed_copies_estimate')}, "
+        f"time to death if seeders leave: {_seconds_text(death)}"
+        + (f"; top contributors: {top}" if top else "")
+    )
+
+
+def _format_torrent_health(
+    name: str, info_hash: bytes, reports: list[dict[str, Any]], survey: SwarmSurvey
+) -> str:
+    lines = [f"{name} (info-hash {info_hash.hex()})"]
+    for report in reports:
+        if report.get("source") == "health":
+            entry = report.get("torrent")
+            text = _describe_tracked(entry) if entry else "does not track this torrent"
+        elif report.get("source") == "scrape":
+            text = (f"{report['seeders']} seeders, {report['leechers']} leechers, "
+                    f"{report['completed']} completed (scrape)")
+        else:
+            text = f"no answer: {report.get('error')}"
+        lines.append(f"tracker {report['url']}: {text}")
+    health = survey.health
+    if health is None:
+        lines.append(f"swarm: watched {survey.seconds:g} s, {survey.peers_seen} peers; "
+                     "no peer sent the torrent's metadata")
+        return "\n".join(lines)
+    lines.append(
+        f"swarm (watched {survey.seconds:g} s, {survey.peers_seen} peers): "
+        f"{health.seeders} seeders, {health.leechers} leechers, "
+        f"distributed copies {health.distributed_copies:.3f}, rarest piece held by "
+        f"{health.rarest_availability} ({health.rarest_pieces} pieces), "
+        f"{health.missing_pieces} pieces missing, {health.seed_only_pieces} only on seeders"
+    )
+    lines.append(
+        f"time to death if seeders leave: {_seconds_text(health.time_to_death)}; "
+        "time to independence: "
+        + _seconds_text(health.time_to_independence, "unknown (no leecher is progressing)")
+    )
+    for peer in health.peers:
+        who = f", identity {peer.identity.hex()[:16]}" if peer.identity else ""
+        lines.append(
+            f"  {peer.key}: {peer.completion * 100:.1f}%{' (seed)' if peer.seed else ''}, "
+            f"sends us {format_bytes(peer.download_rate)}/s{who}"
+        )
+    if health.ranking:
+        lines.append("contribution ranking: " + ", ".join(health.ranking))
+    return "\n".join(lines)
 
 
 async def _tracker(args: argparse.Namespace) -> int:
@@ -1219,7 +1367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return trio.run(run_demo, args)
         runner = {"tracker": _tracker, "mirror": _mirror, "seed": _seed, "get": _get,
-                  "update": _update}[
+                  "update": _update, "health": _health}[
             args.command
         ]
         return trio.run(runner, args)

@@ -15,6 +15,13 @@ other client shuts down: the swarm is gone, and the late leecher must finish
 from the mirror alone. The report shows how long each act took, where every
 leecher's bytes came from (the seeder, other leechers, the mirror), how soon
 the mirror took over, and whether every copy is bit-identical to the original.
+
+Every client keeps seeding credit (``spec/od-credit.md``) in its own state
+folder, and the tracker keeps a credit database. Between the acts the report
+takes stock: each client's ledger (who gave whom how much, and the receipts
+that prove it) and, once the clients posted their receipts, the tracker's
+health view of the torrent: seeders, leechers, distributed copies and the
+contribution ranking.
 """
 
 from __future__ import annotations
@@ -27,17 +34,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from .create import create_torrent
+from .errors import OpenDistroError
 from .io.client import Client
 from .io.torrent import Torrent, TorrentStatus
 from .mirrors.server import MirrorServer
 from .progress import format_bytes
+from .tracker.health_client import fetch_tracker_health
 from .tracker.server import TrackerServer
 
 __all__ = ["make_release", "run_demo"]
@@ -168,13 +176,23 @@ async def _run(
     publisher_dir = workdir / "publisher"
     release = await trio.to_thread.run_sync(make_release, publisher_dir, size)
     original = await trio.to_thread.run_sync(_digest_tree, release)
-    tracker = TrackerServer(host=LOOPBACK, port=0, interval=5, min_interval=1)
+    tracker = TrackerServer(
+        host=LOOPBACK,
+        port=0,
+        interval=5,
+        min_interval=1,
+        credit_db_path=workdir / "tracker-credit.sqlite",
+    )
+    states = workdir / "state"
     # The mirror serves the folder that holds the release folder: a multi-file
     # torrent's web seed URL is the base its name and paths are appended to.
     mirror = MirrorServer(publisher_dir, host=LOOPBACK, rate=mirror_rate)
     # The late leecher's client starts first (idle until act 2) so that it
     # encloses, and outlives, the swarm's clients: trio's nurseries must nest.
-    async with trio.open_nursery() as nursery, Client(host=LOOPBACK) as late_client:
+    async with (
+        trio.open_nursery() as nursery,
+        Client(host=LOOPBACK, state_dir=states / "late-leecher") as late_client,
+    ):
         await nursery.start(tracker.serve)
         await nursery.start(mirror.serve)
         metainfo = await trio.to_thread.run_sync(
@@ -185,17 +203,26 @@ async def _run(
         say(f"tracker {tracker.announce_url}; torrent {metainfo.name}: "
             f"{metainfo.num_pieces} pieces of {format_bytes(metainfo.piece_length)}")
         say(f"mirror {mirror.url} (web seed), upload capped at {format_bytes(mirror_rate)}/s")
-        async with AsyncExitStack() as swarm_stack:
+        leave = trio.Event()
+        async with trio.open_nursery() as swarm:
             # -- act 1: the swarm delivers, the mirror idles --------------------------------
-            seeder = await swarm_stack.enter_async_context(
-                Client(host=LOOPBACK, upload_limit=seed_rate)
+            seeder: Client = await swarm.start(
+                _client_until,
+                leave,
+                {"host": LOOPBACK, "upload_limit": seed_rate, "state_dir": states / "seeder"},
             )
             await seeder.seed(metainfo, publisher_dir)
             say(f"seeder on {LOOPBACK}:{seeder.port}, upload capped at {format_bytes(seed_rate)}/s")
             started = time.monotonic()
             leechers: list[Torrent] = []
+            clients = {"seeder": seeder}
             for number in range(leecher_count):
-                client = await swarm_stack.enter_async_context(Client(host=LOOPBACK))
+                client: Client = await swarm.start(
+                    _client_until,
+                    leave,
+                    {"host": LOOPBACK, "state_dir": states / f"leecher-{number}"},
+                )
+                clients[f"leecher {number}"] = client
                 leechers.append(await client.add_torrent(metainfo, workdir / f"leecher-{number}"))
             await _wait_for(
                 _all_complete(leechers), leechers, say, lambda: _progress_line(leechers)
@@ -219,6 +246,7 @@ async def _run(
                 })
             seeder_upload = seeder.torrents[0].status().bytes_uploaded
             mirror_bytes_swarm_act = mirror.bytes_served
+            credit = await _credit_act(clients, tracker, metainfo.wire_info_hash)
 
             # -- act 2: a late leecher, then the swarm goes away ----------------------------
             say(f"fallback: a late leecher starts; at {FALLBACK_AT:.0%} the swarm shuts down")
@@ -237,6 +265,7 @@ async def _run(
             at_cut = late.status()
             say(f"shutting down the seeder and {leecher_count} leechers ...")
             swarm_gone_at = trio.current_time()
+            leave.set()
         fallback = await _fallback_act(late, at_cut, swarm_gone_at, original, say)
         fallback["mirror_bytes_served"] = mirror.bytes_served - mirror_bytes_swarm_act
         nursery.cancel_scope.cancel()
@@ -253,11 +282,63 @@ async def _run(
         "seeder_uploaded": seeder_upload,
         "mirror_bytes_swarm_act": mirror_bytes_swarm_act,
         "results": results,
+        "credit": credit["ledgers"],
+        "tracker_health": credit["tracker_health"],
         "fallback": fallback,
         "verified": all(r["ok"] and r["identical"] for r in results)
         and fallback["ok"]
         and fallback["identical"],
     }
+
+
+async def _client_until(
+    leave: trio.Event,
+    options: dict[str, Any],
+    *,
+    task_status: trio.TaskStatus[Client] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a client until ``leave`` is set.
+
+    Each swarm client lives in its own task so that at the cut they all stop at
+    once: a client that keeps credit takes a moment to leave (it trades parting
+    receipts with its peers), and one after another the swarm would linger.
+    """
+    async with Client(**options) as client:
+        task_status.started(client)
+        await leave.wait()
+
+
+async def _credit_act(
+    clients: dict[str, Client], tracker: TrackerServer, info_hash: bytes
+) -> dict[str, Any]:
+    """Each client's ledger, then the tracker's view once every client posted its receipts."""
+    names = {
+        client.credit.public_key: name for name, client in clients.items() if client.credit
+    }
+    ledgers = []
+    for name, client in clients.items():
+        if client.credit is None:
+            continue
+        summary = await client.credit.summary(client.torrents)
+        ledgers.append({
+            "client": name,
+            "identity": client.credit.public_key.hex(),
+            "peers": [
+                {"peer": names.get(peer.identity, peer.identity.hex()[:16]), **peer.to_json()}
+                for peer in summary.peers
+            ],
+        })
+        await client.credit.submit(client.torrents)
+    await tracker.refresh_standings()
+    try:
+        document = await fetch_tracker_health(tracker.announce_url, info_hash)
+    except OpenDistroError as exc:
+        return {"ledgers": ledgers, "tracker_health": {"error": str(exc)}}
+    health = document["torrents"][0] if document["torrents"] else {}
+    by_hex = {identity.hex(): name for identity, name in names.items()}
+    for entry in health.get("contribution_ranking", []):
+        entry["client"] = by_hex.get(entry["identity"])
+    return {"ledgers": ledgers, "tracker_health": health}
 
 
 async def _fallback_act(
@@ -293,6 +374,43 @@ async def _fallback_act(
     }
 
 
+def _format_credit(ledgers: list[dict[str, Any]], health: dict[str, Any]) -> list[str]:
+    """Who gave whom how much, from each giver's ledger, then the tracker's view."""
+    names = [ledger["client"] for ledger in ledgers]
+    given = {
+        (ledger["client"], peer["peer"]): (peer["sent"], peer["held"])
+        for ledger in ledgers
+        for peer in ledger["peers"]
+    }
+    mib = float(1 << 20)
+    lines = [
+        "credit ledgers after the swarm act: MiB each giver sent each receiver, "
+        "by its own count / proved by the receipts it holds",
+        "  " + f"{'giver / receiver':<16}" + "".join(f"{name:>12}" for name in names),
+    ]
+    for giver in names:
+        cells = []
+        for receiver in names:
+            sent, held = given.get((giver, receiver), (0, 0))
+            cells.append("-" if giver == receiver else f"{sent / mib:.1f}/{held / mib:.1f}")
+        lines.append("  " + f"{giver:<16}" + "".join(f"{cell:>12}" for cell in cells))
+    if "error" in health:
+        lines.append(f"tracker health: unavailable ({health['error']})")
+        return lines
+    lines.append(
+        f"tracker health: {health.get('seeders')} seeders, {health.get('leechers')} leechers, "
+        f"{health.get('completed')} completed, distributed copies "
+        f"~{health.get('distributed_copies_estimate')}"
+    )
+    ranking = ", ".join(
+        f"{entry.get('client') or entry['identity'][:16]} (score "
+        f"{format_bytes(entry['score'])})"
+        for entry in health.get("contribution_ranking", [])
+    )
+    lines.append(f"  contribution ranking: {ranking or '-'}")
+    return lines
+
+
 async def _is_copy(torrent: Torrent, original: dict[str, str]) -> bool:
     copy = torrent.final_path
     return copy is not None and await trio.to_thread.run_sync(_digest_tree, copy) == original
@@ -321,6 +439,7 @@ def _format_report(report: dict[str, Any]) -> str:
             f"{'bit-identical' if result['identical'] else 'MISMATCH'}"
             + (f", error: {result['error']}" if result["error"] else "")
         )
+    lines += _format_credit(report["credit"], report["tracker_health"])
     fallback = report["fallback"]
     latency = fallback["first_mirror_byte_after_seconds"]
     lines += [

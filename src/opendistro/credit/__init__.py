@@ -15,13 +15,15 @@ and the tracker part :mod:`opendistro.tracker.credit`::
 from __future__ import annotations
 
 from .identity import CreditIdentity, is_valid_signature
-from .ledger import CreditLedger, Exchange
+from .ledger import CreditLedger, Exchange, LedgerSummary, PeerTotals
 from .receipts import Receipt, issue_receipt, verify_receipt
 
 __all__ = [
     "CreditIdentity",
     "CreditLedger",
     "Exchange",
+    "LedgerSummary",
+    "PeerTotals",
     "Receipt",
     "is_valid_signature",
     "issue_receipt",

@@ -23,6 +23,8 @@ held receipts, ones the tracker already has go before ones it does not.
 
 The ledger is synchronous and small; one connection serves every thread
 behind a lock, so the caller may use it from trio directly or a worker thread.
+Opened ``read_only`` it changes nothing on disk (no schema, no prune): that is
+how ``opendistro credit`` looks at a ledger a running client may own.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
+from urllib.parse import quote
 
 from ..errors import ReceiptError, StorageError
 from .receipts import MAX_TOTAL, Receipt, verify_receipt
@@ -47,6 +50,8 @@ __all__ = [
     "PRUNE_EVERY",
     "CreditLedger",
     "Exchange",
+    "LedgerSummary",
+    "PeerTotals",
 ]
 
 LEDGER_FILE_NAME: Final = "credit-ledger.sqlite"
@@ -75,6 +80,7 @@ CREATE TABLE IF NOT EXISTS held_receipts (
     PRIMARY KEY (receiver, torrent)
 );
 CREATE INDEX IF NOT EXISTS held_updated ON held_receipts (updated);
+CREATE INDEX IF NOT EXISTS held_torrent ON held_receipts (torrent, updated);
 """
 
 
@@ -92,6 +98,56 @@ class Exchange:
     """The total of the best receipt the peer signed for us (0: none)."""
 
 
+@dataclass(frozen=True, slots=True)
+class PeerTotals:
+    """What we exchanged with one identity, over every torrent."""
+
+    identity: bytes
+    received: int
+    """Verified bytes it gave us (what our receipts to it state)."""
+    sent: int
+    """Bytes we gave it, by our own count."""
+    held: int
+    """Bytes its receipts to us prove (the best receipt per torrent, summed)."""
+    torrents: int
+
+    @property
+    def credit(self) -> int:
+        """What the choker sees: bytes it gave us minus bytes we gave it."""
+        return self.received - self.sent
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "identity": self.identity.hex(),
+            "received": self.received,
+            "sent": self.sent,
+            "held": self.held,
+            "credit": self.credit,
+            "torrents": self.torrents,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSummary:
+    """The ledger's per-peer totals, biggest exchanges first."""
+
+    peers: tuple[PeerTotals, ...]
+    unsubmitted: int
+    """Held receipts no tracker has taken yet."""
+
+    @property
+    def received(self) -> int:
+        return sum(peer.received for peer in self.peers)
+
+    @property
+    def sent(self) -> int:
+        return sum(peer.sent for peer in self.peers)
+
+    @property
+    def held(self) -> int:
+        return sum(peer.held for peer in self.peers)
+
+
 class CreditLedger:
     """A SQLite file holding our exchanges and the best receipts peers gave ``owner`` (us)."""
 
@@ -103,28 +159,37 @@ class CreditLedger:
         max_rows: int = DEFAULT_MAX_ROWS,
         max_age: float = DEFAULT_MAX_AGE,
         clock: Callable[[], float] = time.time,
+        read_only: bool = False,
     ) -> None:
         self.path = os.fspath(path)
         self.owner = bytes(owner)
         self.max_rows = max_rows
         self.max_age = max_age
+        self.read_only = read_only
         self._clock = clock
         self._lock = threading.Lock()
         self._writes = 0
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False)
+            if read_only:
+                uri = f"file:{quote(str(Path(self.path).resolve()))}?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            else:
+                self._db = sqlite3.connect(self.path, check_same_thread=False)
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, _SCHEMA_VERSION):
+            if version not in (0, _SCHEMA_VERSION) or (read_only and version == 0):
                 self._db.close()
                 raise StorageError(
                     f"{self.path}: credit ledger schema {version} is newer than this client"
+                    if version else f"{self.path}: not a credit ledger"
                 )
-            with self._db:
-                self._db.executescript(_SCHEMA)
-                self._db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            if not read_only:
+                with self._db:
+                    self._db.executescript(_SCHEMA)
+                    self._db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open credit ledger {self.path!r}: {exc}") from exc
-        self.prune()
+        if not read_only:
+            self.prune()
 
     @classmethod
     def open(cls, state_dir: str | os.PathLike[str], *, owner: bytes) -> CreditLedger:
@@ -236,14 +301,27 @@ class CreditLedger:
             ).fetchone()
         return self._parse(row[0]) if row else None
 
-    def receipts_to_submit(self, limit: int = 256) -> list[Receipt]:
-        """Held receipts the tracker has not accepted yet, oldest first."""
+    def receipts_to_submit(
+        self, limit: int = 256, *, torrent: bytes | None = None
+    ) -> list[Receipt]:
+        """Held receipts the tracker has not accepted yet, oldest first.
+
+        With ``torrent``, only that torrent's: a client posts a torrent's
+        receipts to that torrent's trackers, the only ones it knows.
+        """
         with self._transaction() as db:
-            rows = db.execute(
-                "SELECT receipt FROM held_receipts WHERE total > submitted"
-                " ORDER BY updated LIMIT ?",
-                (limit,),
-            ).fetchall()
+            if torrent is None:
+                rows = db.execute(
+                    "SELECT receipt FROM held_receipts WHERE total > submitted"
+                    " ORDER BY updated LIMIT ?",
+                    (limit,),
+                ).fetchall()
+            else:
+                rows = db.execute(
+                    "SELECT receipt FROM held_receipts WHERE torrent = ? AND total > submitted"
+                    " ORDER BY updated LIMIT ?",
+                    (bytes(torrent), limit),
+                ).fetchall()
         return [self._parse(row[0]) for row in rows]
 
     def mark_submitted(self, receipts: Iterable[Receipt]) -> None:
@@ -261,10 +339,40 @@ class CreditLedger:
         except ReceiptError as exc:
             raise StorageError(f"credit ledger {self.path!r} holds a corrupt receipt") from exc
 
+    # ------------------------------------------------------------ views
+
+    def summary(self) -> LedgerSummary:
+        """Per-peer totals over every torrent (who gave us how much, and took), read only."""
+        with self._transaction() as db:
+            exchanged = db.execute(
+                "SELECT peer, total(received), total(sent), count(*) FROM exchange GROUP BY peer"
+            ).fetchall()
+            held_rows = db.execute(
+                "SELECT receiver, total(total), count(*), sum(total > submitted)"
+                " FROM held_receipts GROUP BY receiver"
+            ).fetchall()
+        held = {bytes(row[0]): (int(row[1]), int(row[2])) for row in held_rows}
+        peers: dict[bytes, PeerTotals] = {}
+        for peer, received, sent, torrents in exchanged:
+            key = bytes(peer)
+            peers[key] = PeerTotals(
+                key, int(received), int(sent), held.get(key, (0, 0))[0], int(torrents)
+            )
+        for key, (total, torrents) in held.items():
+            if key not in peers:  # only possible once a prune took the exchange row
+                peers[key] = PeerTotals(key, 0, 0, total, torrents)
+        ordered = sorted(
+            peers.values(), key=lambda peer: (-(peer.received + peer.sent), peer.identity)
+        )
+        unsubmitted = sum(int(row[3] or 0) for row in held_rows)
+        return LedgerSummary(tuple(ordered), unsubmitted)
+
     # ------------------------------------------------------------ bounds
 
     def prune(self, now: float | None = None) -> int:
         """Apply the growth bounds (see the module docstring); return the rows removed."""
+        if self.read_only:
+            return 0
         cutoff = (self._clock() if now is None else now) - self.max_age
         with self._transaction() as db:
             removed = db.execute("DELETE FROM exchange WHERE updated < ?", (cutoff,)).rowcount

@@ -241,6 +241,7 @@ class Client:
         sources: SourcePolicy = SourcePolicy.PREFER_P2P,
         mirrors: Sequence[str] = (),
         delta_index: bytes | None = None,
+        observe: bool = False,
     ) -> Torrent:
         """Download (or, with ``seed_only``, seed from) ``download_dir``; returns at once.
 
@@ -248,6 +249,8 @@ class Client:
         ``mirrors`` are base URLs of HTTP mirrors (BEP 19 layout) used beside
         the torrent's own web seeds (``url-list``); ``sources`` says when they
         are used beside its peers (see :class:`~opendistro.swarm.sources.SourcePolicy`).
+        ``observe`` joins the swarm to watch it (:meth:`Torrent.health`) without
+        ever declaring interest or requesting a block: nothing is downloaded.
         ``delta_index`` (an encoded delta index of this torrent) is served to peers
         updating from an older version once the data is complete; by default the
         one published beside the data (``NAME.odindex``) is.
@@ -265,6 +268,7 @@ class Client:
             sources=sources,
             mirrors=mirrors,
             delta_index=delta_index,
+            observe=observe,
         )
         torrent.upload_throttle.set_rate(upload_limit)
         torrent.download_throttle.set_rate(download_limit)
@@ -299,11 +303,13 @@ class Client:
         peers: Sequence[tuple[str, int]] = (),
         sources: SourcePolicy = SourcePolicy.PREFER_P2P,
         mirrors: Sequence[str] = (),
+        observe: bool = False,
     ) -> Torrent:
         """Start from a magnet link: fetch the info dictionary from peers, then download.
 
         Mirrors (``mirrors`` and the link's ``ws`` web seeds) join once the
         info dictionary is known: they serve file bytes, not metadata.
+        ``observe`` fetches the info dictionary only (see :meth:`add_torrent`).
         """
         link = MagnetLink.parse(magnet) if isinstance(magnet, str) else magnet
         torrent = Torrent(
@@ -313,6 +319,7 @@ class Client:
             magnet=link,
             sources=sources,
             mirrors=mirrors,
+            observe=observe,
         )
         return await self._start(torrent, peers)
 

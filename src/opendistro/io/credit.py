@@ -27,22 +27,30 @@ connection goes on as usual.
 
 from __future__ import annotations
 
+import functools
 import os
-import sqlite3
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import quote
+from urllib.parse import urlsplit
 
 import trio
 
 from ..credit.identity import IDENTITY_FILE_NAME, CreditIdentity
-from ..credit.ledger import LEDGER_FILE_NAME, CreditLedger, Exchange
+from ..credit.ledger import (
+    LEDGER_FILE_NAME,
+    CreditLedger,
+    Exchange,
+    LedgerSummary,
+    PeerTotals,
+)
 from ..credit.receipts import Receipt
 from ..errors import LocalProtocolError, ReceiptError, StorageError, TrackerError
 from ..tracker.credit import MAX_SUBMISSION
 from ..tracker.credit_client import credit_url_for, submit_receipts
+from ..tracker.protocol import AnnounceRequest, sign_announce
 from ..wire.extensions.handshake import ExtensionHandshake
 from ..wire.extensions.od_credit import (
     EXTENSION_NAME,
@@ -74,10 +82,12 @@ CREDIT_EXTENSION_ID: Final = 5
 FLUSH_DELAY: Final = 1.0
 """Queued ledger writes wait this long for company, so a busy swarm writes in batches."""
 SUBMIT_SCAN: Final = 4096
-"""Held receipts looked at per submission round (the ones of torrents we run are posted)."""
+"""Held receipts of one torrent posted per submission round, at most."""
 SUBMIT_TIMEOUT: Final = 10.0
 FINAL_SUBMIT_TIMEOUT: Final = 3.0
 """How long a stopping client spends posting its last receipts."""
+PARTING_DELAY: Final = 0.1
+"""How long a stopping client lets the parting receipts it signed reach the wire."""
 
 
 @dataclass(frozen=True)
@@ -97,8 +107,9 @@ class CreditOptions:
 def default_state_dir() -> Path:
     """The per-user state folder: ``$XDG_STATE_HOME/opendistro`` or ``~/.local/state/opendistro``.
 
-    Only the command line uses it, and only when asked: the library never
-    writes outside the folders it is given.
+    Only the command line uses it (``get`` and ``seed`` keep credit there
+    unless told ``--no-credit``): the library never writes outside the
+    folders it is given.
     """
     base = os.environ.get("XDG_STATE_HOME", "")
     root = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "state"
@@ -131,6 +142,7 @@ class CreditService:
         self._flush_lock = trio.Lock()
         self._dirty = trio.Event()
         self._retry_at: dict[str, float] = {}
+        self._last_proof_time = 0
         self._closed = False
         self.submitted = 0
         """Receipts a tracker took from us (accepted or already held) since we started."""
@@ -155,6 +167,21 @@ class CreditService:
     def log(self, message: str) -> None:
         if self._log is not None:
             self._log(message)
+
+    def sign_announce(self, url: str, request: AnnounceRequest) -> AnnounceRequest:
+        """``request`` with our identity proof if ``url`` is an HTTP(S) tracker.
+
+        The proof lets a tracker that keeps credit (ours) count our seeding
+        time and serve us by our standing; others ignore the extra parameters.
+        UDP announces stay anonymous: BEP 15 has no room for the proof. Proof
+        times only ever rise, by a second at least, as the tracker demands of
+        one peer.
+        """
+        if urlsplit(url).scheme.lower() not in ("http", "https"):
+            return request
+        proof_time = max(int(time.time()), self._last_proof_time + 1)
+        self._last_proof_time = proof_time
+        return sign_announce(request, self.identity, time=proof_time)
 
     # -- reading (on the event loop, merged with queued writes) -----------------
 
@@ -220,6 +247,14 @@ class CreditService:
             finally:
                 self._writing, self._writing_receipts = {}, []
 
+    async def summary(self, torrents: Iterable[Torrent]) -> LedgerSummary:
+        """The ledger's per-peer totals, live connections of ``torrents`` included."""
+        for torrent in torrents:
+            if torrent.credit is not None:
+                torrent.credit.record_all()
+        await self.flush()
+        return await trio.to_thread.run_sync(self.ledger.summary)
+
     def close(self) -> None:
         """Write what is still queued (synchronously: the client is stopping) and close."""
         if self._closed:
@@ -280,19 +315,16 @@ class CreditService:
         """
         await self.flush()
         urls = {torrent.info_hash: _credit_urls(torrent) for torrent in torrents}
-        urls = {info_hash: found for info_hash, found in urls.items() if found}
-        if not urls:
-            return 0
-        held = await trio.to_thread.run_sync(self.ledger.receipts_to_submit, SUBMIT_SCAN)
-        groups: dict[bytes, list[Receipt]] = {}
-        for receipt in held:
-            if receipt.torrent in urls:
-                groups.setdefault(receipt.torrent, []).append(receipt)
         taken = 0
-        for info_hash, receipts in groups.items():
+        for info_hash, found in urls.items():
+            if not found:
+                continue
+            receipts = await trio.to_thread.run_sync(
+                functools.partial(self.ledger.receipts_to_submit, SUBMIT_SCAN, torrent=info_hash)
+            )
             for start in range(0, len(receipts), MAX_SUBMISSION):
                 chunk = receipts[start : start + MAX_SUBMISSION]
-                if not await self._submit_chunk(urls[info_hash], chunk):
+                if not await self._submit_chunk(found, chunk):
                     break
                 await trio.to_thread.run_sync(self.ledger.mark_submitted, chunk)
                 taken += len(chunk)
@@ -319,12 +351,17 @@ class CreditService:
         return False
 
     async def stop(self, torrents: list[Torrent]) -> None:
-        """Before the client disconnects: ask peers for receipts covering what we sent
+        """Before the client disconnects: sign receipts for all we received (so our
+        uploaders' totals end exact), ask peers for receipts covering what we sent
         them, wait a little for the answers, and post what we hold."""
+        started = trio.current_time()
+        issued = [t.credit.issue_receipts() for t in torrents if t.credit is not None]
         waiting = [t.credit for t in torrents if t.credit is not None and t.credit.ask_receipts()]
         with trio.move_on_after(self.options.settle_timeout):
             for credit in waiting:
                 await credit.settled.wait()
+        if any(issued):  # the peer tasks write them; then we may hang up
+            await trio.sleep(max(0.0, started + PARTING_DELAY - trio.current_time()))
         try:
             with trio.move_on_after(FINAL_SUBMIT_TIMEOUT):
                 await self.submit(torrents)
@@ -503,6 +540,21 @@ class TorrentCredit:
 
     # -- stopping -------------------------------------------------------------
 
+    def issue_receipts(self) -> bool:
+        """Sign each identified peer a receipt for everything it gave us (we are stopping);
+        whether any was signed."""
+        issued = False
+        for peer, session in self._sessions.items():
+            if session.issue_receipt() is not None:
+                issued = True
+                self._record(session)
+            self._send(peer, session)
+        return issued
+
+    def peer_credit(self, peer: PeerSession) -> int | None:
+        """What ``peer``'s identity earned with us before this connection (None: unknown)."""
+        return self._credit.get(peer)
+
     def ask_receipts(self) -> bool:
         """Ask each identified peer that owes us a receipt for one; whether any was asked."""
         for peer, session in self._sessions.items():
@@ -522,35 +574,6 @@ class TorrentCredit:
 
 
 # -- a read-only view of a state folder (``opendistro credit``) -------------------
-
-
-@dataclass(frozen=True)
-class PeerTotals:
-    """What we exchanged with one identity, over every torrent."""
-
-    identity: bytes
-    received: int
-    """Verified bytes it gave us (what our receipts to it state)."""
-    sent: int
-    """Bytes we gave it, by our own count."""
-    held: int
-    """Bytes its receipts to us prove (the best receipt per torrent, summed)."""
-    torrents: int
-
-    @property
-    def credit(self) -> int:
-        """What the choker sees: bytes it gave us minus bytes we gave it."""
-        return self.received - self.sent
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "identity": self.identity.hex(),
-            "received": self.received,
-            "sent": self.sent,
-            "held": self.held,
-            "credit": self.credit,
-            "torrents": self.torrents,
-        }
 
 
 @dataclass(frozen=True)
@@ -579,10 +602,8 @@ class CreditSummary:
 def read_credit_summary(state_dir: str | os.PathLike[str]) -> CreditSummary:
     """Read the identity and ledger in ``state_dir`` without creating or changing anything.
 
-    Opening a :class:`CreditLedger` creates the file and prunes old rows, which
-    a view must not do, so the file is opened read-only here. A missing
-    identity or ledger reads as empty; a corrupt one raises CreditError or
-    StorageError.
+    A missing identity or ledger reads as empty; a corrupt one raises
+    CreditError or StorageError.
     """
     directory = Path(state_dir)
     identity_path = directory / IDENTITY_FILE_NAME
@@ -590,29 +611,7 @@ def read_credit_summary(state_dir: str | os.PathLike[str]) -> CreditSummary:
     ledger_path = directory / LEDGER_FILE_NAME
     if not ledger_path.exists():
         return CreditSummary(directory, identity, (), 0)
-    uri = f"file:{quote(str(ledger_path.resolve()))}?mode=ro"
-    try:
-        db = sqlite3.connect(uri, uri=True)
-        try:
-            exchanged = db.execute(
-                "SELECT peer, total(received), total(sent), count(*) FROM exchange GROUP BY peer"
-            ).fetchall()
-            held_rows = db.execute(
-                "SELECT receiver, total(total), count(*), sum(total > submitted)"
-                " FROM held_receipts GROUP BY receiver"
-            ).fetchall()
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        raise StorageError(f"cannot read credit ledger {str(ledger_path)!r}: {exc}") from exc
-    held = {bytes(row[0]): (int(row[1]), int(row[2])) for row in held_rows}
-    peers: dict[bytes, PeerTotals] = {}
-    for peer, received, sent, torrents in exchanged:
-        key = bytes(peer)
-        peers[key] = PeerTotals(key, int(received), int(sent), held.get(key, (0, 0))[0], torrents)
-    for key, (total, torrents) in held.items():
-        if key not in peers:  # only possible once the ledger pruned the exchange row
-            peers[key] = PeerTotals(key, 0, 0, total, torrents)
-    ordered = sorted(peers.values(), key=lambda peer: (-(peer.received + peer.sent), peer.identity))
-    unsubmitted = sum(int(row[3] or 0) for row in held_rows)
-    return CreditSummary(directory, identity, tuple(ordered), unsubmitted)
+    owner = identity if identity is not None else bytes(32)
+    with CreditLedger(ledger_path, owner=owner, read_only=True) as ledger:
+        summary = ledger.summary()
+    return CreditSummary(directory, identity, summary.peers, summary.unsubmitted)

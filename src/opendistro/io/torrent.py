@@ -40,6 +40,7 @@ from ..storage.check import check_pieces
 from ..storage.files import FileStorage
 from ..storage.resume import ResumeStore
 from ..swarm.candidates import PeerCandidates
+from ..swarm.health import SwarmHealth
 from ..swarm.picker import DEFAULT_PRIORITY
 from ..swarm.session import (
     Action,
@@ -75,10 +76,20 @@ from ..wire.extensions.ut_pex import (
     encode_pex,
     is_local_address,
 )
-from ..wire.messages import Extended, Hashes, HashReject, HashRequest, HaveNone, Piece
+from ..wire.messages import (
+    Extended,
+    Hashes,
+    HashReject,
+    HashRequest,
+    HaveNone,
+    Interested,
+    Piece,
+    Request,
+)
 from .credit import TorrentCredit
 from .delta_server import DeltaServer
 from .dht import announce_torrent
+from .health import HealthMonitor
 from .mirrors import MirrorSource, MirrorSources
 from .peer import PeerSession
 from .throttle import Throttle, ThrottledStream
@@ -151,6 +162,7 @@ class Torrent:
         sources: SourcePolicy = SourcePolicy.PREFER_P2P,
         mirrors: Sequence[str] = (),
         delta_index: bytes | None = None,
+        observe: bool = False,
     ) -> None:
         self.client = client
         self.info_hash = info_hash
@@ -159,6 +171,8 @@ class Torrent:
         self.magnet = magnet
         self.seed_only = seed_only
         self.sequential = sequential
+        self.observe = observe
+        """Never declare interest nor request: watch the swarm, download nothing."""
         self.sources = sources
         self.extra_mirrors = tuple(mirrors)
         """Mirror base URLs given besides the torrent's ``url-list`` (a mirror list, Metalink)."""
@@ -197,6 +211,7 @@ class Torrent:
         self._resume_dirty = False
         self.nursery: trio.Nursery | None = None
         self._started_at = trio.current_time()
+        self.health_monitor = HealthMonitor(self)
 
     # -- public view ------------------------------------------------------
 
@@ -235,6 +250,13 @@ class Torrent:
             return 0.0
         rate = session.upload_rate if upload else session.download_rate
         return sum(rate(peer, now) for peer in session.peers)
+
+    def health(self, *, count_self: bool = True) -> SwarmHealth:
+        """The swarm as we see it: copies, rarest pieces, who holds what and gives how fast.
+
+        Raises ConfigError before the metadata (and so the pieces) is known.
+        """
+        return self.health_monitor.health(trio.current_time(), count_self=count_self)
 
     def swarm_download_rate(self, now: float) -> float:
         """Bytes/s the peers (not the mirrors) delivered lately: what the source policy watches."""
@@ -328,6 +350,8 @@ class Torrent:
         """Web seeds (BEP 19 ``url-list``, a magnet's ``ws``) join as sources once data is ready."""
         metainfo = self.metainfo
         if metainfo is None or self.mirrors is not None or self.seed_only or self.is_seeding:
+            return
+        if self.observe:
             return
         urls = self.mirror_urls()
         if not urls or not self.sources.uses_mirrors:
@@ -543,11 +567,18 @@ class Torrent:
             numwant=50,
         )
 
+    def _signed_request(self, url: str, event: AnnounceEvent) -> AnnounceRequest:
+        """The announce for ``url``, proving our credit identity to HTTP trackers."""
+        request = self._announce_request(event)
+        if self.client.credit is not None:
+            request = self.client.credit.sign_announce(url, request)
+        return request
+
     async def _announce_once(self, tiers: TrackerTiers, event: AnnounceEvent) -> int:
         """Announce to the first tracker that answers; return the interval to wait."""
         for url in tiers.urls():
             try:
-                response = await announce(url, self._announce_request(event), timeout=10)
+                response = await announce(url, self._signed_request(url, event), timeout=10)
             except TrackerError as exc:
                 self.client.log(f"tracker {url}: {exc}")
                 continue
@@ -582,7 +613,7 @@ class Torrent:
                 scope.shield = True
                 for url in tiers.urls():
                     try:
-                        request = self._announce_request(AnnounceEvent.STOPPED)
+                        request = self._signed_request(url, AnnounceEvent.STOPPED)
                         await announce(url, request, timeout=2)
                         break
                     except TrackerError:
@@ -667,6 +698,8 @@ class Torrent:
         """Carry out what the session decided; ``data`` is the block a StoreBlock refers to."""
         for action in actions:
             if isinstance(action, SendMessage):
+                if self.observe and isinstance(action.message, Interested | Request):
+                    continue  # an observer takes nothing from the swarm
                 if isinstance(action.peer, PeerSession):
                     action.peer.send(action.message)
             elif isinstance(action, StoreBlock):
@@ -721,6 +754,7 @@ class Torrent:
             await trio.sleep(TICK_INTERVAL)
             if self.session is not None:
                 self.execute(self.session.tick(trio.current_time()))
+                self.health_monitor.sample(trio.current_time())
             self.v2_hashes.tick(trio.current_time())
             self._send_pex(trio.current_time())
             self.client.dial_more(self)

@@ -336,7 +336,7 @@ class CreditSession:
             raise LocalProtocolError("a byte count cannot be negative")
         self._received_now += count
         if self.received - self._last_issued >= self.receipt_interval:
-            return self._issue()
+            return self.issue_receipt()
         return None
 
     def on_bytes_sent(self, count: int) -> None:
@@ -350,7 +350,13 @@ class CreditSession:
         if self.active and self.peer_identity is not None and self.sent > self._best_held:
             self._outgoing.append(encode_credit_message(ReceiptRequest()))
 
-    def _issue(self) -> ReceiptIssued | None:
+    def issue_receipt(self) -> ReceiptIssued | None:
+        """Sign (and queue) a receipt for everything the peer gave us so far, if that
+        is more than our last receipt stated.
+
+        A downloader that stops calls this, so the uploader's total ends exact
+        rather than up to one :data:`RECEIPT_INTERVAL` short.
+        """
         if not self.active or self.peer_identity is None:
             return None
         total = min(self.received, MAX_TOTAL)
@@ -375,14 +381,12 @@ class CreditSession:
         if self.peer_identity is None:
             raise CreditProtocolError("od_credit message before the peer's hello")
         if isinstance(message, ReceiptRequest):
-            return self._issue()
+            return self.issue_receipt()
         return self._on_receipt(message.receipt)
 
-    def _on_hello(self, hello: Hello) -> PeerIdentified:
+    def _on_hello(self, hello: Hello) -> PeerIdentified | None:
         if self.peer_identity is not None:
             raise CreditProtocolError("a second od_credit hello")
-        if hello.identity == self.identity.public_key:
-            raise CreditProtocolError("the peer claims our own credit identity")
         signed = hello_signed_bytes(
             identity=hello.identity,
             info_hash=self.info_hash,
@@ -390,7 +394,17 @@ class CreditSession:
             recipient=self.our_peer_id,
             nonce=self.nonce,
         )
-        if not is_valid_signature(hello.identity, hello.signature, signed):
+        valid = is_valid_signature(hello.identity, hello.signature, signed)
+        if hello.identity == self.identity.public_key:
+            if not valid:
+                raise CreditProtocolError("the peer claims our own credit identity")
+            # Only our key makes this signature: another process sharing our state
+            # folder (``seed`` and ``get`` side by side). Giving to ourselves earns
+            # nothing, so credit stays off on this connection; the data still flows.
+            # Our own hello, if still queued, goes out: the other side turns off too.
+            self.active = False
+            return None
+        if not valid:
             raise CreditProtocolError("od_credit hello signature does not bind this connection")
         self.peer_identity = hello.identity
         return PeerIdentified(hello.identity)
