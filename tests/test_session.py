@@ -293,6 +293,46 @@ def test_a_super_seed_reveals_pieces_one_at_a_time_and_serves_only_those() -> No
     assert ServeBlock("b", offered[0], 0, BLOCK) in b.says(session, m.Request(offered[0], 0, BLOCK))
 
 
+def suggestions(actions: Sequence[Action[str]], peer: str) -> list[int]:
+    return [
+        a.message.index
+        for a in actions
+        if isinstance(a, SendMessage) and a.peer == peer and isinstance(a.message, m.SuggestPiece)
+    ]
+
+
+def test_a_seed_suggests_each_piece_once_before_any_twice() -> None:
+    seed: SwarmSession[str] = SwarmSession(
+        num_pieces=4, piece_length=2 * BLOCK, total_length=8 * BLOCK, have=Bitfield.full(4)
+    )
+    offered: list[int] = []
+    for name in ("a", "b", "c"):
+        remote = Remote(name, 4)
+        connect(seed, remote)
+        remote.says(seed, m.HaveNone())
+        offered += suggestions(remote.says(seed, m.Interested()), name)  # a free slot: unchoked
+    assert sorted(offered[:4]) == [0, 1, 2, 3]  # every piece once first
+    assert len(offered) == 4  # then no more: the seed only steers until each was handed out
+    holder = Remote("h", 4)
+    connect(seed, holder)
+    holder.says(seed, m.Have(0), m.Have(1), m.Have(2), m.Have(3))
+    assert suggestions(holder.says(seed, m.Interested()), "h") == []  # nothing it lacks
+
+
+def test_a_leecher_takes_suggested_pieces_first() -> None:
+    session = leecher(8, 16 * BLOCK, min_queue=4)
+    seed = Remote("s", 8)
+    connect(session, seed)
+    seed.hears(seed.says(session, m.HaveAll()))
+    seed.says(session, m.SuggestPiece(6), m.SuggestPiece(3))
+    asked = requests(seed.says(session, m.Unchoke()), "s")
+    assert [r.index for r in asked] == [6, 6, 3, 3]  # the suggested pieces, in order
+    seed.hears([SendMessage("s", r) for r in asked])
+    seed.says(session, m.SuggestPiece(6))  # a piece already being fetched is not taken twice
+    more = [r.index for r in requests(deliver(session, seed, asked[:1], 1), "s")]
+    assert 6 not in more
+
+
 def test_a_snubbing_peer_that_chokes_us_gets_no_new_request() -> None:
     session = leecher(4, 8 * BLOCK, snub_timeout=30.0)
     slow = Remote("slow", 4)

@@ -63,9 +63,10 @@ class _IndexedSet:
         return len(self._items)
 
     def add(self, item: int) -> None:
-        if item not in self._position:
-            self._position[item] = len(self._items)
-            self._items.append(item)
+        """Add an item that is not in the set (a piece is in at most one bucket, once)."""
+        assert item not in self._position
+        self._position[item] = len(self._items)
+        self._items.append(item)
 
     def remove(self, item: int) -> None:
         position = self._position.pop(item)
@@ -246,11 +247,24 @@ class PiecePicker(Generic[PeerKey]):
             return self._missing > 0
         return any(not self.have.has(index) for index in bitfield)
 
-    def pick(self, key: PeerKey, peer_has: Bitfield, count: int) -> list[Block]:
-        """Up to ``count`` new blocks to request from peer ``key``, marked as requested."""
+    def pick(
+        self, key: PeerKey, peer_has: Bitfield, count: int, suggested: list[int] | None = None
+    ) -> list[Block]:
+        """Up to ``count`` new blocks to request from peer ``key``, marked as requested.
+
+        ``suggested`` lists pieces the peer suggested (BEP 6), oldest first: they
+        come before everything else, because an initial seed suggests the pieces
+        it has handed out least, and following it is what gets every piece into
+        the swarm once before any twice. Pieces taken or no longer wanted are
+        removed from the list.
+        """
         picked: list[Block] = []
         if count <= 0:
             return picked
+        if suggested:
+            self._take_suggested(key, peer_has, count, suggested, picked)
+            if len(picked) >= count:
+                return picked
         for index, progress in self._in_progress.items():
             if progress.free and peer_has.has(index) and self._may_take(key, index):
                 self._take_free(key, index, progress, count, picked)
@@ -266,6 +280,30 @@ class PiecePicker(Generic[PeerKey]):
         if len(picked) < count and self.in_endgame:
             self._pick_endgame(key, peer_has, count, picked)
         return picked
+
+    def _take_suggested(
+        self,
+        key: PeerKey,
+        peer_has: Bitfield,
+        count: int,
+        suggested: list[int],
+        picked: list[Block],
+    ) -> None:
+        while suggested and len(picked) < count:
+            index = suggested[0]
+            progress = self._in_progress.get(index)
+            if progress is None and peer_has.has(index) and self._is_pickable(index):
+                progress = self._start_piece(index)
+            if (
+                progress is not None
+                and progress.free
+                and peer_has.has(index)
+                and self._may_take(key, index)
+            ):
+                self._take_free(key, index, progress, count, picked)
+                if progress.free:
+                    return
+            del suggested[0]
 
     def pick_run(self, key: PeerKey, max_pieces: int) -> list[int]:
         """Consecutive whole pieces for a source that has everything (an HTTP mirror).
@@ -427,7 +465,8 @@ class PiecePicker(Generic[PeerKey]):
             return
         self._single_source[index] = None
         if self._in_progress.pop(index, None) is not None:
-            self._bucket(index).add(index)
+            if self._is_pickable(index):  # not if it was skipped meanwhile
+                self._bucket(index).add(index)
             self._releases += 1
 
     def _take_free(
@@ -576,7 +615,8 @@ class PiecePicker(Generic[PeerKey]):
         else:
             self._single_source.pop(index, None)
         if self._in_progress.pop(index, None) is not None:
-            self._bucket(index).add(index)
+            if self._is_pickable(index):  # not if it was skipped meanwhile
+                self._bucket(index).add(index)
             self._releases += 1
             self._sequential_cursor = min(self._sequential_cursor, index)
 

@@ -17,9 +17,10 @@ size and works where there is no data at all.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Hashable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar, cast
 
 from ..bitfield import Bitfield
@@ -39,6 +40,7 @@ from ..wire.messages import (
     Piece,
     RejectRequest,
     Request,
+    SuggestPiece,
     Unchoke,
 )
 from .choker import CHOKING_POLICIES, Choker, PeerStats
@@ -130,6 +132,13 @@ Action = (
 )
 
 
+SUGGESTIONS_ON_UNCHOKE = 2
+"""Pieces a seed suggests to a peer it unchokes: about what one request queue holds."""
+MAX_OFFERS = 1
+MAX_SUGGESTIONS_KEPT = 16
+"""Suggestions remembered per peer; a peer flooding them only replaces its own."""
+
+
 @dataclass(frozen=True)
 class SessionConfig:
     """Tunables of the swarm logic; defaults suit real networks."""
@@ -173,6 +182,8 @@ class _Peer:
     snubbed: bool = False
     credit: float = 0.0
     """What this peer's identity gave us, net of what we gave it, before this connection."""
+    suggested: list[int] = field(default_factory=list)
+    """Pieces it suggested (BEP 6) that we still want, oldest first."""
 
 
 class SwarmSession(Generic[PeerKey]):
@@ -216,6 +227,8 @@ class SwarmSession(Generic[PeerKey]):
             self._super = SuperSeeder(num_pieces, rng=self._rng)
         self._peers: dict[PeerKey, _Peer] = {}
         self._unchoked: set[PeerKey] = set()
+        self._offered: list[int] | None = None
+        """As a seed: how often each piece was suggested, to hand out the least-offered."""
         self._verifying: set[int] = set()
         self._senders: dict[int, dict[int, PeerKey]] = {}
         """Who sent each block (by offset) of the pieces in progress, for smart ban."""
@@ -321,11 +334,14 @@ class SwarmSession(Generic[PeerKey]):
         if isinstance(event, RejectRequest):
             self.picker.request_failed(key, (event.index, event.begin, event.length))
             return []
+        if isinstance(event, SuggestPiece):
+            self._take_suggestion(peer, event.index)
+            return []
         if isinstance(event, Interested):
             return self._peer_interested(key, peer, now)
         if isinstance(event, NotInterested):
             return self._peer_not_interested(key)
-        return []  # Choke, Unchoke, Cancel, KeepAlive, Suggest, AllowedFast, extensions
+        return []  # Choke, Unchoke, Cancel, KeepAlive, AllowedFast, extensions
 
     def after_events(self, key: PeerKey, now: float) -> list[Action[PeerKey]]:
         """Once a batch of events is handled: owed rejects, then top up requests."""
@@ -434,7 +450,7 @@ class SwarmSession(Generic[PeerKey]):
         wanted = target - len(connection.requests_to_peer)
         if wanted <= 0:
             return []
-        picked = self.picker.pick(key, has, wanted)
+        picked = self.picker.pick(key, has, wanted, peer.suggested)
         if not picked and not connection.requests_to_peer and not peer.snubbed:
             return self._steal(key, has)
         return [SendMessage(key, Request(*block)) for block in picked]
@@ -603,7 +619,53 @@ class SwarmSession(Generic[PeerKey]):
                 return [SendMessage(key, RejectRequest(*block))]
             peer.connection.discard_peer_request(*block)
             return []
+        if request.begin + request.length == piece_size:
+            # It has the whole piece soon: tell it which one to take next from us.
+            return [ServeBlock(key, *block), *self._suggest(key, peer, 1)]
         return [ServeBlock(key, *block)]
+
+    # -- suggestions (BEP 6) ---------------------------------------------------
+
+    def _suggest(self, key: PeerKey, peer: _Peer, count: int) -> list[Action[PeerKey]]:
+        """As a seed, point a peer at the pieces we have handed out least.
+
+        Leechers pick rarest-first by what *their* neighbours have, so early in
+        a flash crowd they all ask the one seed for pieces it already sent to
+        someone else, and the swarm holds a whole copy only after the seed has
+        uploaded several. Suggesting the least-offered pieces a peer lacks
+        spreads the seed's upload over every piece first (as super-seeding
+        does, without hiding anything from anyone).
+        """
+        has = peer.connection.peer_has
+        if not self.seeding or self._super is not None or has is None:
+            return []
+        if not peer.connection.fast_enabled:
+            return []
+        offered = self._offered
+        if offered is None:
+            offered = self._offered = [0] * self.num_pieces
+        actions: list[Action[PeerKey]] = []
+        start = self._rng.randrange(self.num_pieces)
+        for _ in range(count):
+            best = -1
+            for index in itertools.chain(range(start, self.num_pieces), range(start)):
+                if not has.has(index) and (best < 0 or offered[index] < offered[best]):
+                    best = index
+                    if offered[index] == 0:
+                        break
+            if best < 0 or offered[best] >= MAX_OFFERS:
+                break
+            offered[best] += 1
+            actions.append(SendMessage(key, SuggestPiece(best)))
+        return actions
+
+    def _take_suggestion(self, peer: _Peer, index: int) -> None:
+        """Remember a suggested piece we still want (the picker tries these first)."""
+        if self.have.has(index) or index in peer.suggested:
+            return
+        peer.suggested.append(index)
+        if len(peer.suggested) > MAX_SUGGESTIONS_KEPT:
+            del peer.suggested[0]
 
     def block_served(self, key: PeerKey, length: int, now: float) -> None:
         """The driver wrote a served block to the peer (for upload accounting)."""
@@ -616,7 +678,7 @@ class SwarmSession(Generic[PeerKey]):
         slots = self.config.upload_slots + self.config.optimistic_slots
         if peer.connection.am_choking and len(self._unchoked) < slots:
             self._unchoked.add(key)
-            return [SendMessage(key, Unchoke())]
+            return [SendMessage(key, Unchoke()), *self._suggest(key, peer, SUGGESTIONS_ON_UNCHOKE)]
         return []
 
     def _peer_not_interested(self, key: PeerKey) -> list[Action[PeerKey]]:
@@ -687,6 +749,7 @@ class SwarmSession(Generic[PeerKey]):
         for key, peer in self._peers.items():
             if key in chosen and peer.connection.am_choking:
                 actions.append(SendMessage(key, Unchoke()))
+                actions.extend(self._suggest(key, peer, SUGGESTIONS_ON_UNCHOKE))
             elif key not in chosen and not peer.connection.am_choking:
                 actions.append(SendMessage(key, Choke()))
         self._unchoked = set(chosen)
