@@ -140,11 +140,11 @@ class Program:
             except subprocess.TimeoutExpired:
                 self.kill()
 
-    def interrupt(self) -> None:
-        """SIGINT, as Ctrl-C: the program shuts down cleanly."""
+    def interrupt(self, how: signal.Signals = signal.SIGINT) -> None:
+        """SIGINT (Ctrl-C) or SIGTERM (a service manager): the program shuts down cleanly."""
         assert self.process is not None
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(how)
         try:
             self.process.wait(20)
         except subprocess.TimeoutExpired:

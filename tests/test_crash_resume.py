@@ -22,8 +22,7 @@ the code (see ``Torrent._save_resume_soon`` and ``FileStorage.flush``).
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -147,19 +146,6 @@ async def test_sigkilled_get_resumes_and_never_fetches_a_verified_piece_again(
     assert {d.index for d in last} == missing
 
 
-TRACKER_SCRIPT = """
-import sys, trio
-from opendistro.tracker.server import TrackerServer
-
-async def main():
-    server = TrackerServer(host="127.0.0.1", port=int(sys.argv[1]), db_path=sys.argv[2],
-                           interval=2, persist_interval=0.2)
-    await server.serve()
-
-trio.run(main)
-"""
-
-
 def _request(info_hash: bytes, number: int, port: int) -> AnnounceRequest:
     return AnnounceRequest(
         info_hash=info_hash,
@@ -179,11 +165,9 @@ async def test_tracker_keeps_its_swarms_across_sigkill_and_a_clean_restart(
     url = f"http://{LOOPBACK}:{port}/announce"
     database = tmp_path / "tracker.sqlite"
     info_hash = bytes(range(20))
-    crashing = subprocess.Popen(
-        [sys.executable, "-c", TRACKER_SCRIPT, str(port), str(database)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    command = ["tracker", "--host", LOOPBACK, "--port", str(port), "--db", str(database)]
+    crashing = Program("crashing", [*command, "--persist-interval", "0.2"], tmp_path / "logs")
+    crashing.start()
     try:
         await wait_listening(port)
         for number in range(3):
@@ -191,26 +175,10 @@ async def test_tracker_keeps_its_swarms_across_sigkill_and_a_clean_restart(
         with trio.fail_after(20):  # saved every 0.2 s: wait until the file holds all three
             while sum(len(s.peers) for s in TrackerStore(database).load()) < 3:
                 await trio.sleep(0.05)
-        crashing.kill()
     finally:
         crashing.kill()
-        crashing.wait()
 
-    tracker = Program(
-        "tracker",
-        [
-            "tracker",
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(port),
-            "--db",
-            str(database),
-            "--interval",
-            "2",
-        ],
-        tmp_path / "logs",
-    )
+    tracker = Program("tracker", [*command, "--interval", "2"], tmp_path / "logs")
     tracker.start()
     try:
         await wait_listening(port)
@@ -222,6 +190,9 @@ async def test_tracker_keeps_its_swarms_across_sigkill_and_a_clean_restart(
         await wait_listening(port)
         response = await announce(url, _request(info_hash, 4, 7004), timeout=5)
         assert {p for _, p in response.peers} == {7000, 7001, 7002, 7003}
+        tracker.interrupt(signal.SIGTERM)  # as systemd or docker stop it: saved too
+        assert tracker.returncode is not None
+        assert sum(len(s.peers) for s in TrackerStore(database).load()) == 5
     finally:
         tracker.kill()
 

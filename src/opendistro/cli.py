@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -183,6 +184,14 @@ def _parser() -> argparse.ArgumentParser:
     tracker.add_argument("--port", type=int, default=6969)
     tracker.add_argument("--db", type=Path)
     tracker.add_argument("--interval", type=int, default=1800)
+    tracker.add_argument(
+        "--persist-interval", type=float, default=60.0, metavar="SECONDS",
+        help="save the swarms to --db this often (and on exit)",
+    )
+    tracker.add_argument(
+        "--credit-db", type=Path, metavar="FILE",
+        help="keep the network-wide credit ledger here and serve /credit",
+    )
     tracker.add_argument(
         "--allow-list", type=Path, metavar="FILE", help="serve only these info-hashes (hex)"
     )
@@ -1010,12 +1019,25 @@ def _format_torrent_health(
 
 async def _tracker(args: argparse.Namespace) -> int:
     allow = _read_allow_list(args.allow_list) if args.allow_list else None
+    if args.persist_interval <= 0:
+        raise ConfigError("--persist-interval must be positive")
     server = TrackerServer(
-        host=args.host, port=args.port, db_path=args.db, interval=args.interval, allow_list=allow
+        host=args.host,
+        port=args.port,
+        db_path=args.db,
+        interval=args.interval,
+        allow_list=allow,
+        persist_interval=args.persist_interval,
+        credit_db_path=args.credit_db,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve)
         print(f"tracker listening: {server.announce_url} and {server.udp_url}", flush=True)
+        # systemd and docker stop with SIGTERM: leave the way Ctrl+C does, saving the swarms.
+        with trio.open_signal_receiver(signal.SIGTERM) as signals:
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
     return 0
 
 

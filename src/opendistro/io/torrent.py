@@ -112,6 +112,9 @@ HASHERS = 2
 HASH_BATCH_BYTES = 1 << 20
 """Queued pieces one worker-thread call may take, at least one piece whatever its size."""
 TRACKER_RETRY = 15.0
+MAX_ANNOUNCE_INTERVAL = 2 * 3600
+"""A tracker may ask for rarer announces, but not for none: an interval of years
+(any integer a tracker sends) would otherwise stop announcing for good."""
 TICK_INTERVAL = 1.0
 
 
@@ -526,11 +529,17 @@ class Torrent:
             return
         snapshot = have.to_bytes()
         self._resume_dirty = False
-        await trio.to_thread.run_sync(storage.flush)
-        metainfo, resume = self.metainfo, self._resume
-        if resume is None or metainfo is None or self.state is not TorrentState.DOWNLOADING:
-            return  # finished or closed meanwhile: those paths save (or forget) for themselves
-        resume.save(self.info_hash, snapshot, metainfo.num_pieces, storage.file_stats())
+        try:
+            await trio.to_thread.run_sync(storage.flush)
+            metainfo, resume = self.metainfo, self._resume
+            if resume is None or metainfo is None or self.state is not TorrentState.DOWNLOADING:
+                return  # finished or closed meanwhile: those paths save (or forget) for themselves
+            resume.save(self.info_hash, snapshot, metainfo.num_pieces, storage.file_stats())
+        except StorageError as exc:
+            # A failed fsync (EIO, a full disk) must not end the download: the verified
+            # pieces are still in hand; the record is simply not updated this time.
+            self.client.log(f"{self.name}: resume state not saved: {exc}")
+            self._resume_dirty = True
 
     def _save_resume(self) -> None:
         if self._resume is None or self.storage is None or self.have is None:
@@ -586,7 +595,7 @@ class Torrent:
             for address in response.peers:
                 self.client.connect_soon(self, address)
             interval = response.min_interval or response.interval
-            return max(1, min(interval, response.interval))
+            return max(1, min(interval, response.interval, MAX_ANNOUNCE_INTERVAL))
         return int(TRACKER_RETRY)
 
     async def _tracker_loop(self) -> None:
