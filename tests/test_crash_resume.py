@@ -178,7 +178,8 @@ async def test_tracker_keeps_its_swarms_across_sigkill_and_a_clean_restart(
     finally:
         crashing.kill()
 
-    tracker = Program("tracker", [*command, "--interval", "2"], tmp_path / "logs")
+    # Peers live two intervals: long enough that a loaded machine cannot expire them mid-test.
+    tracker = Program("tracker", [*command, "--interval", "60"], tmp_path / "logs")
     tracker.start()
     try:
         await wait_listening(port)

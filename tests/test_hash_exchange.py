@@ -8,6 +8,7 @@ wire codec, so the byte layout is exercised too.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import random
 import struct
 from collections.abc import Callable, Mapping, Sequence
@@ -836,3 +837,74 @@ def test_blame_names_exactly_the_altered_blocks(blocks_per_piece: int, data: st.
     leaves += [bytes(32)] * (blocks_per_piece - len(leaves))
     named = BlockBlame.bad_blocks(expected, merkle.block_hashes(bad), leaves)
     assert named == altered
+
+
+def test_a_partial_leaf_request_is_proven_through_the_piece_and_up_to_the_root(
+    small: tuple[Metainfo, Path],
+) -> None:
+    full, source = small
+    [entry] = full.data_files()
+    assert entry.pieces_root is not None
+    height = merkle.tree_height(entry.length)
+    server = HashServer(full, leaf_hashes=_leaf_source(full, source))
+    # Two of piece 5's four leaves: the first uncle lies inside the piece, the rest above it.
+    index, proof_layers = 5 * 4 + 2, height - 1
+    reply = ask(server, HashRequest(entry.pieces_root, 0, index, 2, proof_layers))
+    assert isinstance(reply, Hashes)
+    leaves = merkle.verify_hashes(
+        entry.pieces_root, 0, height, index, 2, proof_layers, merkle.split_layer(reply.hashes)
+    )
+    piece = pieces_of(full, piece_space(full, source))[5]
+    assert leaves == merkle.block_hashes(piece)[2:4]
+
+
+def test_leaf_hashes_of_the_wrong_size_from_our_own_disk_are_not_served(
+    small: tuple[Metainfo, Path],
+) -> None:
+    full, _ = small
+    [entry] = full.data_files()
+    assert entry.pieces_root is not None
+    server = HashServer(full, leaf_hashes=lambda root, piece: [b"short"] * 4)
+    reply = ask(server, HashRequest(entry.pieces_root, 0, 0, 4, 0))
+    assert isinstance(reply, HashReject)
+
+
+def _padding_only_torrents(folder: Path) -> list[Metainfo]:
+    """Hostile but well-formed hybrids whose last piece holds nothing but v1 padding."""
+    piece = 32 * KIB
+    write(folder / "rel" / "a.bin", 3 * piece, seed=1)
+    write(folder / "rel" / "b.bin", piece + 100, seed=2)
+    top = bencode.decode(create_torrent(folder / "rel", piece_length=piece).to_bytes())
+    info = top[b"info"]
+    pad = -(4 * piece + 100) % piece + piece  # to the next boundary, then one whole piece
+    info[b"files"].append({b"attr": b"p", b"length": pad, b"path": [b".pad", b"pad"]})
+    info[b"pieces"] += hashlib.sha1(bytes(piece)).digest()
+    trailing = Metainfo.from_bytes(bencode.encode(top))
+    empty = {b"": {b"length": 0}}
+    only_padding = {
+        b"name": b"rel",
+        b"piece length": piece,
+        b"meta version": 2,
+        b"file tree": {b"a": empty, b"b": empty},
+        b"files": [
+            {b"length": 0, b"path": [b"a"]},
+            {b"length": 0, b"path": [b"b"]},
+            {b"attr": b"p", b"length": piece, b"path": [b".pad", b"pad"]},
+        ],
+        b"pieces": hashlib.sha1(bytes(piece)).digest(),
+    }
+    return [trailing, Metainfo.from_bytes(bencode.encode({b"info": only_padding}))]
+
+
+def test_a_piece_of_only_padding_must_be_zeros_and_has_no_blocks_to_blame(
+    tmp_path: Path,
+) -> None:
+    for metainfo in _padding_only_torrents(tmp_path):
+        last = metainfo.num_pieces - 1
+        size = metainfo.piece_size(last)
+        verifier = PieceVerifier(metainfo)
+        assert verifier.can_verify(last)
+        assert verifier.verify(last, bytes(size))
+        assert not verifier.verify(last, b"\x01" + bytes(size - 1))
+        with pytest.raises(IntegrityError, match="only padding"):
+            BlockBlame(metainfo).leaf_request(last)

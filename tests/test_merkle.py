@@ -182,3 +182,20 @@ def test_proof_layers_are_bounded_by_the_layers_above_the_base() -> None:
     merkle.check_hash_request(1, 0, 1, 0)
     with pytest.raises(IntegrityError, match="length"):
         merkle.check_hash_request(32, 3, 1, 0)
+
+
+def test_out_of_range_shapes_are_integrity_errors() -> None:
+    assert merkle.zero_subtree_root(0) == bytes(32)
+    for height in (-1, 10_000):
+        with pytest.raises(IntegrityError, match="out of range"):
+            merkle.zero_subtree_root(height)
+    with pytest.raises(IntegrityError, match="empty files"):
+        merkle.tree_height(0)
+    piece_length = 4 * merkle.BLOCK_SIZE
+    file_length = 3 * piece_length  # a tree with room for 4 pieces
+    with pytest.raises(IntegrityError, match="does not fit"):
+        merkle.PieceLayerTree([], piece_length, file_length)
+    with pytest.raises(IntegrityError, match="does not fit"):
+        merkle.PieceLayerTree([bytes(32)] * 5, piece_length, file_length)
+    with pytest.raises(IntegrityError, match="above the root"):
+        merkle.verify_hashes(bytes(32), 5, 4, 0, 1, 0, [bytes(32)])

@@ -50,3 +50,11 @@ def test_validate_path_returns_tuple_and_checks_each_component() -> None:
         validate_path([])
     with pytest.raises(UnsafePathError):
         validate_path("dir/file")
+
+
+@pytest.mark.parametrize("name", [b"bytes.txt", 7, None])
+def test_components_that_are_not_text_are_refused(name: object) -> None:
+    with pytest.raises(UnsafePathError, match="not text"):
+        validate_component(name)  # type: ignore[arg-type]
+    with pytest.raises(UnsafePathError, match="not text"):
+        validate_path(["dir", name])  # type: ignore[list-item]

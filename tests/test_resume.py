@@ -143,3 +143,68 @@ def test_locked_database_is_left_alone(tmp_path: Path) -> None:
     assert not (tmp_path / "r.db.corrupt").exists()
     with ResumeStore(db) as store:
         assert store.load(HASH, 8, []) == b"\x01"
+
+
+def test_calls_while_another_process_holds_the_lock_fail_cleanly(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    with ResumeStore(db, busy_timeout=0.05) as store:
+        store.save(HASH, b"\x01", 8, [])
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            with pytest.raises(StorageError, match="cannot save"):
+                store.save(HASH, b"\x02", 8, [])
+            with pytest.raises(StorageError, match="cannot update"):
+                store.forget(HASH)
+            assert store.load(HASH, 8, []) is None  # unreadable now: resume is not trusted
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert store.load(HASH, 8, []) == b"\x01"
+
+
+def test_a_tampered_bitfield_is_not_trusted(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    with ResumeStore(db) as store:
+        store.save(HASH, b"\x01", 8, [])
+        store.save(OTHER, b"\x01", 8, [])
+    with sqlite3.connect(db) as tamper:
+        tamper.execute("UPDATE resume SET have = ? WHERE info_hash = ?", (b"\x01\x02", HASH))
+        tamper.execute("UPDATE resume SET have = 'text' WHERE info_hash = ?", (OTHER,))
+    tamper.close()
+    with ResumeStore(db) as store:
+        assert store.load(HASH, 8, []) is None
+        assert store.load(OTHER, 8, []) is None
+
+
+def test_a_database_failing_its_integrity_check_is_set_aside(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    with ResumeStore(db) as store:
+        store.save(HASH, b"\x01", 8, [])
+    raw = bytearray(db.read_bytes())
+    raw[36:40] = (5).to_bytes(4, "big")  # header claims 5 free pages: quick_check disagrees
+    db.write_bytes(bytes(raw))
+    with ResumeStore(db) as store:
+        assert store.load(HASH, 8, []) is None
+        store.save(HASH, b"\x02", 8, [])
+        assert store.load(HASH, 8, []) == b"\x02"
+    assert (tmp_path / "r.db.corrupt").exists()
+
+
+def test_a_corrupt_database_that_cannot_be_set_aside_raises(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    db.write_bytes(b"this is not sqlite" * 300)
+    (tmp_path / "r.db-shm").mkdir()  # a stale side file that cannot simply be unlinked
+    with pytest.raises(StorageError, match="aside"):
+        ResumeStore(db)
+    assert (tmp_path / "r.db.corrupt").read_bytes() == b"this is not sqlite" * 300
+
+
+def test_a_corrupt_database_on_a_full_disk_raises(tmp_path: Path) -> None:
+    from .test_storage_files_edges import file_size_limit
+
+    db = tmp_path / "r.db"
+    db.write_bytes(b"this is not sqlite" * 300)
+    with file_size_limit(0), pytest.raises(StorageError, match="cannot open"):
+        ResumeStore(db)  # set aside, but the fresh database cannot be written
+    assert (tmp_path / "r.db.corrupt").exists()

@@ -99,6 +99,12 @@ def test_bad_file_indices_and_shapes_raise_storage_error() -> None:
         PieceLayout(entries([5, 6]), 4, 10)
     with pytest.raises(StorageError):
         PieceLayout(entries([5]), 0, 5)
+    with pytest.raises(StorageError, match="total length"):
+        PieceLayout([], 4, -1)
+    with pytest.raises(StorageError, match="negative"):
+        PieceLayout([Entry(("a",), -1, 0)], 4, 10)
+    with pytest.raises(StorageError, match="negative"):
+        PieceLayout([Entry(("a",), 1, -1)], 4, 10)
 
 
 def test_hundred_thousand_files() -> None:

@@ -359,3 +359,9 @@ def test_working_tracker_moves_to_front_of_its_tier() -> None:
     assert set(tiers.tiers[0]) == set(first_tier)
     tiers.succeeded("unknown")  # ignored
     assert next(iter(tiers.urls())) == last
+
+
+def test_empty_tiers_are_dropped() -> None:
+    tiers = TrackerTiers([[], ["a", "a"], []], random.Random(1))
+    assert tiers.tiers == [["a"]]
+    assert list(tiers.urls()) == ["a"]

@@ -14,7 +14,15 @@ from hypothesis import strategies as st
 
 from opendistro import Metainfo, create_torrent
 from opendistro.errors import LocalProtocolError, MirrorError
-from opendistro.mirrors.webseed import HttpSpan, check_base_url, file_url, piece_spans, spans
+from opendistro.mirrors.webseed import (
+    HttpSpan,
+    check_base_url,
+    content_url,
+    delta_index_url,
+    file_url,
+    piece_spans,
+    spans,
+)
 from tests.conftest import write_random
 
 BASE = "http://mirror.example/pub/"
@@ -251,3 +259,17 @@ def test_spans_cover_exactly_the_non_padding_bytes_in_order(
         assemble(metainfo, BASE, folder, offset, length)
         == piece_space(metainfo, folder)[offset : offset + length]
     )
+
+
+def test_delta_index_and_content_urls_sit_beside_the_release(tmp_path: Path) -> None:
+    single = create_torrent(write_random(tmp_path / "one file.iso", 5000, seed=1), version="v1")
+    assert delta_index_url(single, BASE) == BASE + "one%20file.iso.odindex"
+    [entry] = single.data_files()
+    assert content_url(single, BASE, entry) == BASE + "one%20file.iso.odcontent"
+    write_random(tmp_path / "rel" / "sub" / "a b.bin", 3000, seed=2)
+    multi = create_torrent(tmp_path / "rel", version="v1")
+    assert delta_index_url(multi, BASE) == BASE + "rel.odindex"
+    [entry] = multi.data_files()
+    assert content_url(multi, BASE, entry) == BASE + "rel/sub/a%20b.bin.odcontent"
+    with pytest.raises(MirrorError):
+        delta_index_url(multi, "ftp://mirror.example/")

@@ -103,6 +103,6 @@ class PieceVerifier:
         if self._check_v1 or not 0 <= index < self._metainfo.num_pieces:
             return self._check_v1
         position = bisect.bisect_right(self._v2_first_pieces, index) - 1
-        if position < 0:
+        if position < 0:  # pragma: no cover - v2-only: a data file starts at piece 0
             return True
         return self._metainfo.has_piece_layer(self._v2_files[position])

@@ -278,7 +278,7 @@ class MirrorConnection:
                 ) from exc
             if isinstance(event, h11.Event):
                 return event
-            if event is h11.PAUSED:  # only after a protocol switch, which we never ask for
+            if event is h11.PAUSED:  # pragma: no cover - needs a protocol switch
                 raise MirrorDataError(f"{url}: the server switched protocols")
             with trio.move_on_at(min(deadline, trio.current_time() + idle)):
                 data = await self._stream.receive_some(_RECEIVE_SIZE)
@@ -300,7 +300,7 @@ class MirrorConnection:
                 raise
             if isinstance(event, h11.Response):
                 return event
-            if isinstance(event, h11.ConnectionClosed):
+            if isinstance(event, h11.ConnectionClosed):  # pragma: no cover - h11 raises instead
                 raise _ClosedEarly
             # An InformationalResponse (1xx) comes before the real one: skip it.
 
@@ -312,7 +312,7 @@ class MirrorConnection:
                 on_data(event.data)
             elif isinstance(event, h11.EndOfMessage):
                 break
-            else:
+            else:  # pragma: no cover - h11 yields only Data or EndOfMessage inside a body
                 raise MirrorDataError(f"{url}: unexpected {type(event).__name__} in the body")
         if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
             if self._h11.trailing_data[0]:

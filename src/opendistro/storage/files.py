@@ -179,7 +179,7 @@ class FileStorage:
                 position = extent.file_offset
                 while chunk:
                     written = os.pwrite(entry.fd, chunk, position)
-                    if written <= 0:
+                    if written <= 0:  # pragma: no cover - pwrite to a file writes or raises
                         raise StorageError(
                             f"no progress writing {self._describe(extent.file_index)}"
                         )
@@ -329,21 +329,16 @@ class FileStorage:
         entry = self._acquire(file_index, write=False)
         try:
             data = os.pread(entry.fd, length, offset)
-            if len(data) < length:
-                # pread may return less only at end of file; loop once more to be sure.
-                parts = [data]
-                got = len(data)
-                while got < length:
-                    more = os.pread(entry.fd, length - got, offset + got)
-                    if not more:
-                        raise StorageError(
-                            f"{self._describe(file_index)} is shorter than the torrent says"
-                        )
-                    parts.append(more)
-                    got += len(more)
-                data = b"".join(parts)
+            while len(data) < length:
+                # pread returns less only at end of file; read once more to be sure.
+                more = os.pread(entry.fd, length - len(data), offset + len(data))
+                if not more:
+                    raise StorageError(
+                        f"{self._describe(file_index)} is shorter than the torrent says"
+                    )
+                data += more  # pragma: no cover - only if the file grew between two preads
             return data
-        except OSError as exc:
+        except OSError as exc:  # pragma: no cover - pread of an open regular file fails only on EIO
             raise StorageError(f"cannot read {self._describe(file_index)}: {exc}") from exc
         finally:
             self._release(entry)
@@ -376,7 +371,7 @@ class FileStorage:
         ``_unsynced``, or the next :meth:`flush` would miss it.
         """
         with self._lock:
-            if entry.evicted:
+            if entry.evicted:  # pragma: no cover - close() racing a write in another thread
                 self._unsynced.add(entry.file_index)
             else:
                 entry.dirty = True
@@ -409,7 +404,7 @@ class FileStorage:
             # land in some other file that shares the inode.
             try:
                 links = os.fstat(fd).st_nlink
-            except OSError as exc:
+            except OSError as exc:  # pragma: no cover - fstat of a descriptor just opened
                 os.close(fd)
                 raise StorageError(f"cannot stat {self._describe(file_index)}: {exc}") from exc
             if links > 1:
@@ -436,7 +431,7 @@ class FileStorage:
             if size > length:
                 os.ftruncate(fd, length)
             os.fsync(fd)
-        except OSError as exc:
+        except OSError as exc:  # pragma: no cover - shrinking or fsync fail only on EIO
             raise StorageError(f"cannot flush {self._root.describe(components)}: {exc}") from exc
         finally:
             os.close(fd)
@@ -445,7 +440,7 @@ class FileStorage:
 def _fsync_or_raise(fd: int) -> None:
     try:
         os.fsync(fd)
-    except OSError as exc:
+    except OSError as exc:  # pragma: no cover - fsync of a regular file fails only on EIO
         raise StorageError(f"cannot flush data to disk: {exc}") from exc
 
 

@@ -68,7 +68,7 @@ class ResumeStore:
                 self._db = self._open()
             except sqlite3.Error as exc:
                 raise StorageError(f"cannot open resume database {self.path}: {exc}") from exc
-        except sqlite3.Error as exc:
+        except sqlite3.Error as exc:  # pragma: no cover - InterfaceError: _open binds nothing
             raise StorageError(f"cannot open resume database {self.path}: {exc}") from exc
 
     def save(

@@ -371,10 +371,10 @@ class TrackerServer:
                     await listener.aclose()
                 if self.port != 0:
                     raise
-                continue
+                continue  # pragma: no cover - port 0: the kernel's TCP pick was taken for UDP
             self.port = bound[1]
             return listeners, udp_socket
-        raise OSError("could not bind TCP and UDP on one port number")
+        raise OSError("could not bind TCP and UDP on one port number")  # pragma: no cover
 
     async def _housekeeping(self) -> None:
         while True:
@@ -493,8 +493,8 @@ class TrackerServer:
         self, stream: trio.SocketStream, connection: h11.Connection, status: int, reason: str
     ) -> None:
         """Answer a request h11 could not parse, if the connection still allows a response."""
-        if connection.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            return
+        if connection.our_state not in (h11.IDLE, h11.SEND_RESPONSE):  # pragma: no cover
+            return  # (h11 raises only before our response starts; kept as a guard)
         with contextlib.suppress(*_CONNECTION_ERRORS, h11.ProtocolError):
             await self._send_response(
                 stream, connection, status, "text/plain", encode_failure(reason), close=True
@@ -508,7 +508,7 @@ class TrackerServer:
         """
         try:
             return self._route(request, peer_ip)
-        except Exception:
+        except Exception:  # pragma: no cover - no known request makes a route raise
             logger.exception("tracker request handler failed")
             return 500, "text/plain", encode_failure("internal tracker error")
 
@@ -657,10 +657,13 @@ class TrackerServer:
         while True:
             try:
                 data, address = await udp_socket.recvfrom(_UDP_PACKET_SIZE)
-            except OSError:
+            except OSError:  # pragma: no cover - Windows: ICMP errors of earlier replies
                 continue
+            # On a dual-stack socket an IPv4 sender appears as ::ffff:a.b.c.d; it
+            # announced over IPv4, so it gets IPv4 peers in the IPv4 format.
+            sender_ipv6 = ipv6 and ":" in _normalise_ip(address[0])
             try:
-                reply = self._udp_reply(data, (address[0], address[1]), ipv6=ipv6)
+                reply = self._udp_reply(data, (address[0], address[1]), ipv6=sender_ipv6)
             except Exception:  # a bug must not stop the UDP service for everyone
                 logger.exception("UDP tracker handler failed")
                 continue
