@@ -143,7 +143,7 @@ def test_bad_rates_are_config_errors(rate: object) -> None:
     assert bucket.rate == 1000.0
 
 
-@pytest.mark.parametrize("burst", [0, -5, math.nan, math.inf])
+@pytest.mark.parametrize("burst", [0, -5, math.nan, math.inf, True, "64k"])
 def test_bad_bursts_are_config_errors(burst: float) -> None:
     with pytest.raises(ConfigError):
         TokenBucket(1000.0, burst=burst)
@@ -235,3 +235,12 @@ def test_bucket_never_releases_more_than_rate_times_elapsed_plus_burst(
                 continue
             through = sum(n for booked, released, n in grants if booked >= a and released <= b)
             assert through <= rate * (b - a) + burst + 1e-3 + 1e-9 * rate * b
+
+
+def test_last_update_is_the_latest_time_seen_even_when_time_runs_backwards() -> None:
+    bucket = TokenBucket(1000.0, now=2.0)
+    assert bucket.last_update == 2.0
+    bucket.tokens(5.0)
+    assert bucket.last_update == 5.0
+    bucket.tokens(3.0)
+    assert bucket.last_update == 5.0

@@ -99,3 +99,23 @@ def test_matches_a_python_set(case: tuple[int, set[int]]) -> None:
     assert set(field.missing()) == set(range(length)) - indices
     assert Bitfield(length, field.to_bytes()) == field
     assert len(field) == length
+
+
+def test_negative_length_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        Bitfield(-1)
+
+
+def test_equality_is_by_length_and_bits_and_only_with_bitfields() -> None:
+    assert Bitfield(9) == Bitfield(9)
+    assert Bitfield(8) != Bitfield(9)  # same bytes, different length
+    assert Bitfield(8) != b"\x00"
+    assert Bitfield(8).__eq__(b"\x00") is NotImplemented
+    with pytest.raises(TypeError):
+        hash(Bitfield(8))  # mutable, so not hashable
+
+
+def test_repr_names_length_and_count() -> None:
+    field = Bitfield(12)
+    field.set(4)
+    assert repr(field) == "Bitfield(length=12, count=1)"

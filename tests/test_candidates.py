@@ -67,3 +67,32 @@ def test_the_list_is_bounded_and_duplicates_ignored() -> None:
     for port in range(2, 20):
         candidates.add(("127.0.0.1", port))
     assert len(candidates) == 5
+
+
+def test_asking_for_no_addresses_dials_nothing() -> None:
+    candidates = make()
+    candidates.add(("127.0.0.1", 7004))
+    assert candidates.next_to_dial(0.0, 0) == []
+    # The address was not marked as being dialled, so it is still offered.
+    assert candidates.next_to_dial(0.0, 1) == [("127.0.0.1", 7004)]
+
+
+def test_reports_about_unknown_addresses_are_ignored() -> None:
+    candidates = make()
+    unknown = ("127.0.0.1", 7005)
+    candidates.failed(unknown, 0.0)
+    candidates.disconnected(unknown, 0.0)
+    assert unknown not in candidates
+    assert len(candidates) == 0
+
+
+def test_a_forgotten_address_is_not_offered_until_added_again() -> None:
+    candidates = make()
+    banned = ("127.0.0.1", 7006)
+    candidates.add(banned)
+    candidates.forget(banned)
+    candidates.forget(banned)  # forgetting twice is harmless
+    assert banned not in candidates
+    assert candidates.next_to_dial(0.0, 5) == []
+    assert candidates.add(banned)
+    assert candidates.next_to_dial(0.0, 5) == [banned]

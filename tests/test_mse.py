@@ -346,6 +346,61 @@ def test_local_misuse_raises_local_protocol_error() -> None:
         responder.receive_data(b"more")
 
 
+def test_private_keys_outside_the_group_are_local_errors() -> None:
+    for private_key in (0, 1, DH_PRIME - 1):
+        with pytest.raises(LocalProtocolError, match="private key"):
+            MseInitiator(INFO_HASH, allow_plaintext=True, private_key=private_key)
+        with pytest.raises(LocalProtocolError, match="private key"):
+            MseResponder([INFO_HASH], allow_plaintext=True, private_key=private_key)
+
+
+def test_payloads_are_unavailable_until_the_handshake_finishes() -> None:
+    initiator = MseInitiator(INFO_HASH, allow_plaintext=True, initial_payload=b"IA")
+    responder = MseResponder([INFO_HASH], allow_plaintext=True)
+    for early in (initiator.leftover, responder.leftover, responder.initial_payload):
+        with pytest.raises(LocalProtocolError, match="not finished"):
+            early()
+    shuttle(initiator, responder)
+    assert initiator.leftover() == b"" and responder.leftover() == b""
+    assert responder.initial_payload() == b"IA"
+
+
+X_A, X_B = 0x1234567890ABCDEF, 0xFEDCBA0987654321
+SECRET = pow(2, X_A * X_B, DH_PRIME).to_bytes(96, "big")
+
+
+def rc4_encrypt(key_name: bytes, plain: bytes) -> bytes:
+    """What MSE sends for ``plain`` at the start of the keyA or keyB stream."""
+    key = hashlib.sha1(key_name + SECRET + INFO_HASH).digest()
+    stream = rc4_keystream(key, 1024 + len(plain))[1024:]
+    return bytes(a ^ b for a, b in zip(plain, stream, strict=True))
+
+
+def test_a_responder_announcing_an_overlong_pad_d_is_refused() -> None:
+    initiator = MseInitiator(INFO_HASH, allow_plaintext=True, private_key=X_A, pad_length=0)
+    initiator.data_to_send()
+    initiator.receive_data(pow(2, X_B, DH_PRIME).to_bytes(96, "big"))
+    initiator.data_to_send()
+    # VC, crypto_select = RC4, len(PadD) = 513: one byte over the limit.
+    step4 = rc4_encrypt(b"keyB", bytes(8) + (2).to_bytes(4, "big") + (513).to_bytes(2, "big"))
+    with pytest.raises(EncryptionError, match="PadD"):
+        initiator.receive_data(step4)
+
+
+def test_an_initiator_announcing_an_overlong_pad_c_is_refused() -> None:
+    responder = MseResponder([INFO_HASH], allow_plaintext=True, private_key=X_B, pad_length=0)
+    responder.receive_data(pow(2, X_A, DH_PRIME).to_bytes(96, "big"))
+    assert responder.data_to_send() == pow(2, X_B, DH_PRIME).to_bytes(96, "big")
+    sha1 = hashlib.sha1
+    req2 = sha1(b"req2" + INFO_HASH).digest()
+    req3 = sha1(b"req3" + SECRET).digest()
+    step3 = sha1(b"req1" + SECRET).digest() + bytes(a ^ b for a, b in zip(req2, req3, strict=True))
+    # VC, crypto_provide = RC4 | plaintext, len(PadC) = 513.
+    step3 += rc4_encrypt(b"keyA", bytes(8) + (3).to_bytes(4, "big") + (513).to_bytes(2, "big"))
+    with pytest.raises(EncryptionError, match="PadC"):
+        responder.receive_data(step3)
+
+
 def test_looks_like_plaintext_handshake() -> None:
     assert looks_like_plaintext_handshake(bt_handshake())
     assert looks_like_plaintext_handshake(PROTOCOL_HEADER)

@@ -246,3 +246,282 @@ def test_a_peer_with_nothing_starts_with_random_pieces() -> None:
 def test_a_bad_priority_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         make_picker().set_priority(0, 9)
+
+
+# -- edge cases and recovery paths ----------------------------------------------------
+
+
+def test_a_piece_skipped_while_in_progress_is_not_fetched_again_after_it_fails() -> None:
+    picker = make_picker(num_pieces=2)
+    everything = bits(2, [0, 1])
+    picker.peer_has_bitfield(everything)
+    (first,) = picker.pick("a", everything, 1)
+    picker.set_priority(first[0], SKIP)
+    picker.piece_failed(first[0])
+    assert {index for index, _, _ in picker.pick("b", everything, 8)} == {1 - first[0]}
+    # Wanted again later, it is picked like any other piece.
+    picker.set_priority(first[0], 4)
+    assert len(picker.pick("c", bits(2, [first[0]]), 8)) == 4
+
+
+def test_a_single_source_piece_skipped_meanwhile_is_not_restarted() -> None:
+    picker = make_picker(num_pieces=2)
+    everything = bits(2, [0, 1])
+    picker.peer_has_bitfield(everything)
+    picker.pick("a", bits(2, [0]), 4)
+    picker.piece_failed(0, single_source=True)
+    again = picker.pick("b", bits(2, [0]), 1)
+    picker.set_priority(0, SKIP)
+    picker.request_failed("b", again[0])  # the chosen peer refuses: start over...
+    # ...but piece 0 is no longer wanted, so only piece 1 is left to fetch.
+    assert {index for index, _, _ in picker.pick("c", everything, 8)} == {1}
+
+
+def test_setting_the_same_priority_again_changes_nothing() -> None:
+    picker = make_picker(num_pieces=2)
+    everything = bits(2, [0, 1])
+    picker.peer_has_bitfield(everything)
+    picker.set_priority(1, SKIP)
+    picker.set_priority(1, SKIP)
+    picker.piece_verified(0)
+    assert picker.complete  # piece 1 was taken out of the missing count once only
+
+
+def test_priority_of_pieces_in_progress_or_had_keeps_the_missing_count_right() -> None:
+    picker = make_picker(num_pieces=3, have=bits(3, [2]))
+    everything = bits(3, [0, 1, 2])
+    picker.peer_has_bitfield(everything)
+    picker.set_priority(2, SKIP)  # had already: the count of missing pieces is unchanged
+    picker.set_priority(2, 6)
+    blocks = picker.pick("a", bits(3, [0]), 4)  # piece 0 in progress
+    picker.set_priority(0, 7)
+    for block in blocks:
+        picker.block_received("a", block)
+    picker.piece_verified(0)
+    assert not picker.complete
+    picker.piece_verified(1)  # verified without ever being started (found on disk)
+    assert picker.complete
+    assert picker.pick("a", everything, 4) == []
+
+
+def test_verifying_a_piece_twice_or_a_skipped_piece_counts_it_once() -> None:
+    picker = make_picker(num_pieces=3)
+    picker.set_priority(2, SKIP)
+    picker.piece_verified(0)
+    picker.piece_verified(0)
+    assert not picker.complete
+    picker.piece_verified(2)  # skipped pieces were never counted as missing
+    assert not picker.complete
+    picker.piece_verified(1)
+    assert picker.complete and picker.have.count == 3
+
+
+def test_a_departed_peer_without_a_bitfield_still_releases_its_requests() -> None:
+    picker = make_picker(num_pieces=1)
+    has = bits(1, [0])
+    picker.peer_has(0)
+    taken = picker.pick("gone", has, 4)
+    assert sorted(picker.peer_lost("gone", None)) == sorted(taken)
+    assert picker.availability(0) == 1  # its one announcement stays counted
+
+
+def test_a_seed_is_interesting_only_while_something_is_missing() -> None:
+    picker = make_picker(num_pieces=2)
+    seed = Bitfield.full(2)
+    assert picker.interesting(seed)
+    picker.piece_verified(0)
+    picker.set_priority(1, SKIP)
+    assert not picker.interesting(seed)
+
+
+def test_asking_for_nothing_picks_nothing() -> None:
+    picker = make_picker(num_pieces=1)
+    has = bits(1, [0])
+    picker.peer_has_bitfield(has)
+    assert picker.pick("a", has, 0) == []
+    assert picker.pick_run("mirror", 0) == []
+    assert len(picker.pick("a", has, 4)) == 4  # nothing was marked as asked
+
+
+def test_a_mirror_run_in_sequential_mode_starts_at_the_first_missing_piece() -> None:
+    picker = make_picker(num_pieces=4, sequential=True, have=bits(4, [0]))
+    assert picker.pick_run("mirror", 2) == [1, 2]
+    assert picker.pick_run("mirror", 8) == [3]
+    assert picker.pick_run("mirror", 8) == []
+
+
+def test_releasing_a_mirror_run_keeps_pieces_others_work_on_and_skipped_ones() -> None:
+    picker = make_picker(num_pieces=4)
+    for index, copies in enumerate([2, 1, 2, 2]):  # piece 1 is the rarest
+        for _ in range(copies):
+            picker.peer_has(index)
+    peer_blocks = picker.pick("peer", bits(4, [0]), 1)  # piece 0 belongs to a peer
+    assert peer_blocks[0][0] == 0
+    run = picker.pick_run("mirror", 3)
+    assert run == [1, 2, 3]
+    picker.set_priority(3, SKIP)
+    picker.release_run("mirror")
+    # Pieces 1 and 2 are new again; skipped 3 is not; the peer's piece 0 stays its own.
+    taken = picker.pick("other", bits(4, [1, 2, 3]), 16)
+    assert {index for index, _, _ in taken} == {1, 2}
+    assert picker.block_received("peer", peer_blocks[0]) == (True, set())
+
+
+def test_a_run_is_handed_over_only_where_the_old_mirror_is_the_sole_source() -> None:
+    picker = make_picker(num_pieces=3)
+    for index, copies in enumerate([1, 2, 2]):  # piece 0 is the rarest
+        for _ in range(copies):
+            picker.peer_has(index)
+    assert picker.pick_run("slow", 3) == [0, 1, 2]
+    # A peer in endgame is asked for a block of piece 1 as well.
+    duplicates = picker.pick("peer", bits(3, [1]), 1)
+    assert duplicates[0][0] == 1
+    assert picker.hand_over("slow", "fast", [0, 1, 2, 7]) == [0, 2]
+    assert picker.run_received("fast", 0) == set()
+    assert picker.run_received("fast", 1) == {"peer", "slow"}
+
+
+def test_a_run_for_a_piece_not_in_progress_reports_no_one() -> None:
+    picker = make_picker(num_pieces=2)
+    assert picker.run_received("mirror", 1) == set()
+    assert picker.block_received("a", (1, 0, BLOCK_SIZE)) == (False, set())
+    picker.request_failed("a", (1, 0, BLOCK_SIZE))  # nothing to free, no error
+    picker.piece_failed(1)
+    assert not picker.in_endgame
+
+
+def test_blocks_asked_of_two_peers_are_never_stolen() -> None:
+    picker = make_picker(num_pieces=1)
+    has = bits(1, [0])
+    picker.peer_has_bitfield(has)
+    picker.pick("a", has, 4)
+    assert len(picker.pick("b", has, 4)) == 4  # endgame: every block asked twice
+    assert picker.steal("c", has) is None
+
+
+def test_the_single_source_of_a_failed_piece_keeps_it_to_itself() -> None:
+    picker = make_picker(num_pieces=1)
+    has = bits(1, [0])
+    picker.peer_has_bitfield(has)
+    picker.pick("a", has, 4)
+    picker.piece_failed(0, single_source=True)
+    assert len(picker.pick("b", has, 2)) == 2  # b now owns the piece
+    assert picker.pick("a", has, 4) == []  # free blocks remain, but not for a
+    assert len(picker.pick("b", has, 4)) == 2
+
+
+def test_a_failed_pieces_complete_copy_is_not_restarted_while_it_is_hashed() -> None:
+    picker = make_picker(num_pieces=1)
+    has = bits(1, [0])
+    picker.peer_has_bitfield(has)
+    picker.pick("a", has, 4)
+    picker.piece_failed(0, single_source=True)
+    blocks = picker.pick("b", has, 4)
+    for block in blocks:
+        picker.block_received("b", block)
+    # b leaves (or refuses late) while its complete copy is being hashed.
+    assert picker.peer_lost("b", has) == []
+    assert picker.piece_complete(0)
+    picker.piece_verified(0)
+    assert picker.complete
+
+
+def test_the_single_source_leaving_before_the_piece_started_frees_it_for_another() -> None:
+    picker = make_picker(num_pieces=2)
+    everything = bits(2, [0, 1])
+    picker.peer_has_bitfield(everything)
+    picker.pick("a", bits(2, [0]), 4)
+    picker.piece_failed(0, single_source=True)
+    picker.pick("b", bits(2, [0]), 4)
+    picker.piece_failed(0, single_source=True)  # b's copy failed too, before b left
+    picker.pick("c", bits(2, [0]), 1)  # c is chosen now
+    picker.request_failed("c", (0, 0, BLOCK_SIZE))  # c refuses: restarted
+    assert picker.peer_lost("c", None) == []  # owns nothing now
+    assert len(picker.pick("d", bits(2, [0]), 4)) == 4
+
+
+def test_a_late_block_for_a_released_request_is_not_asked_for_again() -> None:
+    picker = make_picker(num_pieces=1)
+    has = bits(1, [0])
+    picker.peer_has_bitfield(has)
+    blocks = picker.pick("a", has, 2)
+    picker.request_failed("a", blocks[0])  # timed out...
+    picker.request_failed("a", blocks[0])  # ...reported twice: still one free block
+    assert picker.block_received("a", blocks[0]) == (True, set())  # ...then arrived
+    assert picker.pick("b", has, 2) == [
+        (0, 2 * BLOCK_SIZE, BLOCK_SIZE),
+        (0, 3 * BLOCK_SIZE, BLOCK_SIZE),
+    ]
+
+
+def test_releasing_a_block_still_asked_of_another_peer_does_not_free_it() -> None:
+    picker = make_picker(num_pieces=1)
+    has = bits(1, [0])
+    picker.peer_has_bitfield(has)
+    blocks = picker.pick("a", has, 4)
+    picker.pick("b", has, 4)  # endgame duplicates
+    picker.block_received("a", blocks[0])
+    picker.request_failed("b", blocks[0])  # already received: stays received
+    picker.request_failed("b", blocks[1])  # still asked of a: not free
+    assert picker.in_endgame  # no block went back to the free ones
+    assert picker.pick("c", has, 4) == [blocks[1]]  # the one block now asked of a alone
+
+
+def test_padding_after_the_piece_does_not_count_as_received() -> None:
+    # Padding in piece 1 only; piece 0 is fetched whole.
+    picker = make_picker(num_pieces=2, padding=[(PIECE + 3 * BLOCK_SIZE, 2 * PIECE)])
+    everything = bits(2, [0, 1])
+    picker.peer_has_bitfield(everything)
+    assert len(picker.pick("a", bits(2, [0]), 8)) == 4
+    assert len(picker.pick("a", bits(2, [1]), 8)) == 3
+
+
+def test_rarest_first_passes_over_pieces_the_peer_lacks() -> None:
+    picker = make_picker(num_pieces=4)
+    picker.peer_has_bitfield(bits(4, [0, 1]))  # 0 and 1 are the rarest
+    picker.peer_has_bitfield(bits(4, [2, 3]))
+    picker.peer_has_bitfield(bits(4, [3]))
+    # This peer has only piece 3: the rarer buckets hold nothing it can send.
+    assert {index for index, _, _ in picker.pick("a", bits(4, [3]), 4)} == {3}
+
+
+def test_sequential_mode_skips_pieces_the_peer_lacks_and_had_ones() -> None:
+    picker = make_picker(num_pieces=4, sequential=True, have=bits(4, [0]))
+    picker.peer_has_bitfield(bits(4, [1, 2, 3]))
+    assert {index for index, _, _ in picker.pick("a", bits(4, [2]), 4)} == {2}
+    assert picker.pick("b", bits(4, [2]), 4) == []  # 2 is taken, it has nothing else
+    assert {index for index, _, _ in picker.pick("c", bits(4, [1, 3]), 4)} == {1}
+
+
+def test_endgame_stops_at_the_count_asked_for() -> None:
+    picker = make_picker(num_pieces=1)
+    has = bits(1, [0])
+    picker.peer_has_bitfield(has)
+    blocks = picker.pick("a", has, 4)
+    assert picker.pick("b", has, 2) == blocks[:2]
+    assert picker.pick("b", has, 2) == blocks[2:]
+
+
+def test_releasing_a_mirror_run_leaves_a_piece_abandoned_by_a_peer_in_progress() -> None:
+    picker = make_picker(num_pieces=2)
+    everything = bits(2, [0, 1])
+    picker.peer_has_bitfield(everything)
+    taken = picker.pick("gone", bits(2, [0]), 2)
+    picker.peer_lost("gone", None)  # piece 0 is begun, asked of nobody now
+    picker.release_run("mirror")  # a mirror that never had it gives up
+    # Piece 0 is still in progress: a late block for it is accepted as new.
+    assert picker.block_received("gone", taken[0]) == (True, set())
+
+
+def test_a_failed_piece_handed_from_its_single_source_and_released_is_new_once() -> None:
+    picker = make_picker(num_pieces=1)
+    has = bits(1, [0])
+    picker.peer_has_bitfield(has)
+    picker.pick("a", has, 4)
+    picker.piece_failed(0, single_source=True)
+    picker.pick("b", has, 4)  # b is the single source now
+    assert picker.hand_over("b", "mirror", [0]) == [0]
+    picker.release_run("mirror")  # piece 0 is new again
+    assert picker.peer_lost("b", None) == []  # b owned it, but it is no longer in progress
+    assert len(picker.pick("c", has, 8)) == 4  # fetched whole, from one peer, once
+    assert picker.pick("d", has, 8) == []

@@ -84,3 +84,20 @@ def test_blocks_known_to_be_bad_name_their_senders_without_waiting_for_a_good_co
     assert ban.blame(4, [BLOCK]) == {"liar"}
     assert not ban.wants_digests(4)  # settled: a later good copy judges nobody
     assert ban.piece_passed(4, {0: b"x"}) == set()
+
+
+def test_blame_for_a_piece_with_no_record_names_nobody() -> None:
+    ban: SmartBan[str] = SmartBan()
+    assert ban.blame(9, [0, BLOCK]) == set()
+    # A sole-sender failure keeps no block record either: it was settled at once.
+    ban.piece_failed(9, {0: "liar", BLOCK: "liar"}, {0: b"x", BLOCK: b"y"})
+    assert ban.blame(9, [0]) == set()
+
+
+def test_a_block_without_a_digest_is_not_recorded_so_its_sender_is_never_judged() -> None:
+    ban: SmartBan[str] = SmartBan()
+    senders = {0: "a", BLOCK: "b"}
+    # The driver had no digest for b's block (say it was never written).
+    assert ban.piece_failed(3, senders, {0: digest(b"wrong")}) == set()
+    good = {0: digest(GOOD[0]), BLOCK: digest(GOOD[1])}
+    assert ban.piece_passed(3, good) == {"a"}

@@ -67,6 +67,7 @@ def test_the_other_policies_do_not_watch_the_swarm(policy: SourcePolicy, wanted:
         gate.update(float(second), FAST if second % 2 else 0.0)
         assert gate.mirrors_wanted() is wanted
     assert policy.uses_peers is (policy is not SourcePolicy.MIRRORS_ONLY)
+    assert policy.uses_mirrors is (policy is not SourcePolicy.P2P_ONLY)
 
 
 def test_negative_thresholds_are_refused() -> None:

@@ -127,6 +127,8 @@ def test_a_departed_peers_unfetched_piece_is_offered_to_the_next_peer() -> None:
 
 
 def test_bad_input_raises_typed_errors() -> None:
+    with pytest.raises(LocalProtocolError, match="negative"):
+        seeder(-1)
     subject = seeder(4)
     subject.peer_joined("a", None)
     with pytest.raises(RemoteProtocolError):

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from opendistro import bencode
-from opendistro.errors import IntegrityError, RemoteProtocolError
+from opendistro.errors import IntegrityError, LocalProtocolError, RemoteProtocolError
 from opendistro.wire.extensions.ut_metadata import (
     METADATA_PIECE_SIZE,
     REQUEST_TIMEOUT,
@@ -142,6 +142,16 @@ def test_assembler_v2_mismatch_is_caught_even_with_matching_v1() -> None:
     )
     with pytest.raises(IntegrityError):
         fetch_all(assembler, INFO)
+
+
+def test_we_never_send_a_metadata_piece_over_16_kib() -> None:
+    with pytest.raises(LocalProtocolError, match="16 KiB"):
+        encode_metadata_message(MetadataData(0, 70000, b"z" * (METADATA_PIECE_SIZE + 1)))
+
+
+def test_an_assembler_without_any_info_hash_is_refused() -> None:
+    with pytest.raises(LocalProtocolError, match="info-hash"):
+        MetadataAssembler(metadata_size=len(INFO), info_hash_v1=None, info_hash_v2=None)
 
 
 def test_assembler_oversize_is_refused() -> None:

@@ -373,6 +373,29 @@ def test_receiver_rejects_port_zero_and_unmaps_ipv4_in_ipv6() -> None:
     assert not is_local_address("not an address")
 
 
+def test_ipv4_mapped_addresses_are_judged_as_the_ipv4_address() -> None:
+    assert is_local_address("::ffff:192.168.1.2")
+    assert is_local_address("::ffff:127.0.0.1")
+    assert not is_local_address("::ffff:8.8.8.8")
+
+
+def test_receiver_skips_hosts_that_are_not_addresses_and_dropped_ones_it_cannot_dial() -> None:
+    receiver = PexReceiver(min_interval=0.0)
+    added = PexMessage(added=(PexPeer("example.org", 80), PexPeer("8.8.8.8", 80)))
+    assert receiver.receive(added, now=0.0) == [("8.8.8.8", 80)]
+    assert receiver.rejected_addresses == 1
+    # Dropping an address that could never have been remembered changes nothing.
+    dropped = PexMessage(dropped=(("example.org", 80), ("10.0.0.1", 80), ("8.8.8.8", 0)))
+    assert receiver.receive(dropped, now=1.0) == []
+    assert receiver.remembered == {("8.8.8.8", 80)}
+
+
+@pytest.mark.parametrize("kwargs", [{"min_interval": -1.0}, {"max_candidates": -1}])
+def test_receiver_refuses_negative_settings(kwargs: dict[str, float]) -> None:
+    with pytest.raises(LocalProtocolError, match="negative"):
+        PexReceiver(**kwargs)  # type: ignore[arg-type]
+
+
 def test_sender_to_receiver_over_the_wire() -> None:
     sender, receiver = PexSender(), PexReceiver()
     swarm = [PexPeer("8.8.8.8", 1, PexFlags.SEED), PexPeer("2a00:1450::1", 2)]

@@ -88,6 +88,8 @@ def test_reserved_bits_are_the_documented_ones() -> None:
 def test_handshake_rejects_wrong_sizes() -> None:
     with pytest.raises(LocalProtocolError):
         m.Handshake(b"short", PEER_ID)
+    with pytest.raises(LocalProtocolError, match="peer id"):
+        m.Handshake(INFO_HASH, PEER_ID + b"!")
     with pytest.raises(LocalProtocolError):
         m.Handshake(INFO_HASH, PEER_ID, b"\0")
 
@@ -119,6 +121,32 @@ def test_piece_header_matches_full_encoding() -> None:
     block = bytes(range(256)) * 64
     assert encode_piece_header(5, 16384, len(block)) + block == encode(m.Piece(5, 16384, block))
     assert len(encode_piece_header(0, 0, BLOCK_SIZE)) == 13
+
+
+@pytest.mark.parametrize(("index", "begin", "length"), [(-1, 0, 1), (0, 2**32, 1), (0, 0, 2**32)])
+def test_piece_header_out_of_range_is_a_local_error(index: int, begin: int, length: int) -> None:
+    with pytest.raises(LocalProtocolError, match="out of range"):
+        encode_piece_header(index, begin, length)
+
+
+def test_the_decoder_reports_when_the_handshake_is_done() -> None:
+    decoder = MessageDecoder()
+    data = encode(m.Handshake(INFO_HASH, PEER_ID))
+    assert decoder.awaiting_handshake
+    assert decoder.feed(data[:30]) == []
+    assert decoder.awaiting_handshake and decoder.buffered == 30
+    assert decoder.feed(data[30:] + encode(m.Interested())) == [
+        m.Handshake(INFO_HASH, PEER_ID),
+        m.Interested(),
+    ]
+    assert not decoder.awaiting_handshake and decoder.buffered == 0
+
+
+def test_a_buffer_of_wider_items_is_read_as_its_bytes() -> None:
+    """A memoryview over, say, 16-bit items is decoded byte for byte, not item by item."""
+    stream = encode(m.Have(7)) + encode(m.Unchoke())  # 9 + 5 bytes: an even 14
+    wide = memoryview(bytearray(stream)).cast("H")
+    assert MessageDecoder(expect_handshake=False).feed(wide) == [m.Have(7), m.Unchoke()]
 
 
 def test_many_messages_in_one_feed() -> None:
@@ -204,6 +232,15 @@ def test_unknown_ids_are_skipped_and_counted() -> None:
     stream = struct.pack(">IB", 4, 99) + b"xyz" + encode(m.Unchoke())
     assert decoder.feed(stream) == [m.Unchoke()]
     assert decoder.unknown_messages == 1
+
+
+def test_an_unknown_message_split_across_reads_is_skipped_too() -> None:
+    decoder = MessageDecoder(expect_handshake=False)
+    unknown = struct.pack(">IB", 4, 99) + b"xyz"
+    assert decoder.feed(unknown[:3]) == []
+    assert decoder.feed(unknown[3:]) == []
+    assert decoder.unknown_messages == 1 and decoder.buffered == 0
+    assert decoder.feed(encode(m.Unchoke())) == [m.Unchoke()]
 
 
 def test_peek_handshake_info_hash() -> None:

@@ -58,6 +58,8 @@ forgotten, so memory is bounded by the number of connections.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import random
 from collections.abc import Hashable, Sequence
@@ -268,13 +270,10 @@ class Choker:
         weights = [self._weight(peer, now) for peer in pool]
         chosen: set[Hashable] = set()
         while pool and len(chosen) < count:
+            # Weights are whole numbers >= 1, so the sums are exact and a point
+            # in [0, total) always falls inside some peer's share.
             point = self._rng.random() * sum(weights)
-            position = len(pool) - 1
-            for index, weight in enumerate(weights):
-                point -= weight
-                if point < 0:
-                    position = index
-                    break
+            position = bisect.bisect_right(list(itertools.accumulate(weights)), point)
             chosen.add(pool.pop(position).key)
             weights.pop(position)
         return frozenset(chosen)

@@ -253,7 +253,8 @@ class PiecePicker(Generic[PeerKey]):
         """Up to ``count`` new blocks to request from peer ``key``, marked as requested.
 
         ``suggested`` lists pieces the peer suggested (BEP 6), oldest first: they
-        come before everything else, because an initial seed suggests the pieces
+        come before everything else of the highest priority (not in sequential
+        mode, whose order is the point), because an initial seed suggests the pieces
         it has handed out least, and following it is what gets every piece into
         the swarm once before any twice. Pieces taken or no longer wanted are
         removed from the list.
@@ -261,7 +262,7 @@ class PiecePicker(Generic[PeerKey]):
         picked: list[Block] = []
         if count <= 0:
             return picked
-        if suggested:
+        if suggested and not self.sequential:
             self._take_suggested(key, peer_has, count, suggested, picked)
             if len(picked) >= count:
                 return picked
@@ -289,10 +290,17 @@ class PiecePicker(Generic[PeerKey]):
         suggested: list[int],
         picked: list[Block],
     ) -> None:
+        # A suggestion never jumps ahead of a more urgent piece (a file set to high priority).
+        top = -min(self._buckets)[0] if self._buckets else SKIP
         while suggested and len(picked) < count:
             index = suggested[0]
             progress = self._in_progress.get(index)
-            if progress is None and peer_has.has(index) and self._is_pickable(index):
+            if (
+                progress is None
+                and peer_has.has(index)
+                and self._is_pickable(index)
+                and self._priority[index] >= top
+            ):
                 progress = self._start_piece(index)
             if (
                 progress is not None

@@ -318,10 +318,11 @@ class MessageDecoder:
         return len(self._partial)
 
     def _frame_length(self, data: bytes | bytearray | memoryview, pos: int, end: int) -> int | None:
-        """The size of the frame starting at ``pos``, or None until its header is in."""
+        """The size of the frame starting at ``pos``, or None until its header is in.
+
+        Callers pass ``pos < end``, so a handshake's one-byte header is always in.
+        """
         if self._awaiting_handshake:
-            if pos >= end:
-                return None
             _require(data[pos] == len(PROTOCOL_NAME), "not a BitTorrent handshake")
             return HANDSHAKE_LENGTH
         if end - pos < 4:
@@ -381,8 +382,8 @@ class MessageDecoder:
         pos = 0
         total = self._frame_length(partial, 0, len(partial))
         if total is None:
-            header = 1 if self._awaiting_handshake else 4
-            pos = min(header - len(partial), end)
+            # Only a length prefix can be incomplete: a held-back handshake has its header.
+            pos = min(4 - len(partial), end)
             partial += view[:pos]
             total = self._frame_length(partial, 0, len(partial))
             if total is None:

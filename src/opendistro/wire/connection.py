@@ -440,9 +440,7 @@ class PeerConnection:
         return first
 
     def _merge_bits(self, update: Bitfield) -> None:
-        if self._peer_has is None:
-            self._peer_has = update
-            return
+        assert self._peer_has is not None  # it is known whenever the piece count is
         for index in update:
             self._peer_has.set(index)
 
