@@ -227,6 +227,8 @@ class SwarmSession(Generic[PeerKey]):
             self._super = SuperSeeder(num_pieces, rng=self._rng)
         self._peers: dict[PeerKey, _Peer] = {}
         self._unchoked: set[PeerKey] = set()
+        self._held_back = False
+        """Requests were withheld while hashing was behind: refill once a piece is checked."""
         self._offered: list[int] | None = None
         """As a seed: how often each piece was suggested, to hand out the least-offered."""
         self._verifying: set[int] = set()
@@ -444,6 +446,7 @@ class SwarmSession(Generic[PeerKey]):
         if has is None or not self._may_request(peer):
             return []
         if len(self._verifying) * self.piece_length > self.config.max_unverified_bytes:
+            self._held_back = True
             return []  # hashing is behind; piece_checked() refills when it catches up
         # A snubbed peer keeps one request: enough to notice when it recovers.
         target = 1 if peer.snubbed else self._queue_target(peer, now)
@@ -566,15 +569,17 @@ class SwarmSession(Generic[PeerKey]):
             actions.extend(self._ban(liars, f"sent bad data for piece {index}"))
             self.picker.piece_verified(index)
             self.have.set(index)
+            announcement = Have(index)  # one message object for every neighbour
             for key, peer in self._peers.items():
-                if peer.counted is not None and peer.counted.has(index):
+                counted = peer.counted
+                if counted is not None and counted.has(index):
                     # It has the piece: our Have could change nothing it decides, so it is
                     # not sent (most Haves late in a download are of this kind).
                     peer.wanted -= 1
                     if peer.wanted == 0:
                         actions.extend(self._update_interest(key, peer))
                 else:
-                    actions.append(SendMessage(key, Have(index)))
+                    actions.append(SendMessage(key, announcement))
             if self.have.complete:
                 actions.append(SwarmComplete())
                 return actions
@@ -585,9 +590,12 @@ class SwarmSession(Generic[PeerKey]):
             actions.extend(self._ban(liars, f"sent piece {index}, which failed its hash check"))
             if self.smart_ban.suspect_metainfo(index):
                 actions.append(PieceUnverifiable(index))
-        for key in self._peers:
-            if key not in liars:
-                actions.extend(self._fill_requests(key, now))
+        if not good or self._held_back:
+            # Blocks to fetch again, or hashing has caught up: everyone may ask for more.
+            self._held_back = False
+            for key in self._peers:
+                if key not in liars:
+                    actions.extend(self._fill_requests(key, now))
         return actions
 
     def blame_blocks(self, index: int, bad_offsets: Iterable[int]) -> list[Action[PeerKey]]:
