@@ -102,3 +102,35 @@ def test_signature_check_refuses_bad_keys_and_sizes() -> None:
     assert not is_valid_signature(identity.public_key[:31], signature, b"m")
     assert not is_valid_signature(identity.public_key, signature[:63], b"m")
     assert not is_valid_signature(b"\xff" * 32, signature, b"m")
+
+
+def test_an_oversized_identity_file_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / IDENTITY_FILE_NAME
+    path.write_bytes(b"-----BEGIN PRIVATE KEY-----\n" + b"A" * 100_000)
+    path.chmod(0o600)
+    with pytest.raises(CreditError, match=r"larger than \d+ bytes, not an identity"):
+        CreditIdentity.load(path)
+
+
+def test_unwritable_places_raise_credit_error(tmp_path: Path) -> None:
+    with pytest.raises(CreditError, match="cannot write credit identity"):
+        CreditIdentity.generate().save(tmp_path / "no such folder" / "id.pem")
+    a_file = tmp_path / "file"
+    a_file.write_bytes(b"")
+    with pytest.raises(CreditError, match="cannot create state directory"):
+        CreditIdentity.load_or_create(a_file / "state")
+
+
+@posix_only
+def test_a_dangling_link_in_place_of_the_identity_is_not_followed(tmp_path: Path) -> None:
+    """Not an identity, and not a place to write one: refused, the link left alone."""
+    path = tmp_path / IDENTITY_FILE_NAME
+    path.symlink_to(tmp_path / "elsewhere.pem")
+    with pytest.raises(CreditError, match="refusing to overwrite"):
+        CreditIdentity.load_or_create(tmp_path)
+    assert path.is_symlink() and not (tmp_path / "elsewhere.pem").exists()
+
+
+def test_a_folder_is_not_an_identity_file(tmp_path: Path) -> None:
+    with pytest.raises(CreditError, match="cannot read credit identity"):
+        CreditIdentity.load(tmp_path)

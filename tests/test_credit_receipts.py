@@ -134,3 +134,13 @@ def test_any_single_byte_change_is_caught(data: st.DataObject) -> None:
     encoded[position] = value
     with pytest.raises(ReceiptError):
         verify_receipt(Receipt.decode(bytes(encoded)))
+
+
+def test_receipt_fields_of_the_wrong_size_or_shape_are_refused() -> None:
+    good = receipt()
+    with pytest.raises(ReceiptError, match="identities must be 32-byte keys"):
+        dataclasses.replace(good, giver=GIVER.public_key[:31])
+    with pytest.raises(ReceiptError, match="signature must be 64 bytes"):
+        dataclasses.replace(good, signature=good.signature + b"\x00")
+    with pytest.raises(ReceiptError, match="must be a dictionary"):
+        Receipt.decode(encode([good.to_fields()]))

@@ -227,6 +227,38 @@ def test_finished_chunker_refuses_more_input() -> None:
         chunker.feed(b"more")
     with pytest.raises(LocalProtocolError):
         chunker.finish()
+    with pytest.raises(LocalProtocolError, match="already finished"):
+        chunker.cut()
+
+
+class FixedCuts:
+    """A CutFinder that reports the given stream offsets once the bytes reach them."""
+
+    def __init__(self, *cuts: int) -> None:
+        self.cuts = list(cuts)
+        self.fed = 0
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[int]:
+        self.fed += len(data)
+        found = [cut for cut in self.cuts if cut <= self.fed]
+        self.cuts = self.cuts[len(found) :]
+        return found
+
+
+def test_forced_cuts_end_chunks_and_must_lie_in_the_piece_fed() -> None:
+    data = random.Random(9).randbytes(5000)
+    chunks = chunk_bytes(data, forced=FixedCuts(1000, 3000))
+    assert [c.offset for c in chunks][:2] == [0, 1000] and 3000 in [c.offset for c in chunks]
+    assert b"".join(data[c.offset : c.offset + c.length] for c in chunks) == data
+    with pytest.raises(LocalProtocolError, match="outside the piece fed"):
+        chunk_bytes(data, forced=Beyond())
+
+
+class Beyond:
+    """A broken CutFinder: claims a cut past the end of what it was given."""
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[int]:
+        return [len(data) + 1]
 
 
 # -- content-defined: edits change O(1) chunks --------------------------------------------

@@ -282,3 +282,48 @@ def test_any_acyclic_dependency_graph_is_ordered_dependencies_first(data: st.Dat
     for name in names:
         for dependency in manifest.newest(name).depends:
             assert order.index(dependency.name) < order.index(name)
+
+
+# -- the model's own limits, and URL details ------------------------------------------
+
+
+def test_the_model_enforces_its_limits_without_the_decoder() -> None:
+    """Manifests built in code (by a publisher) obey the same limits as decoded ones."""
+    digest = b"\x01" * 20
+    with pytest.raises(ManifestError, match="more than 256 dependencies"):
+        Release("a", "1", 1, "a.torrent", digest,
+                depends=tuple(Dependency(f"p{n}") for n in range(257)))  # fmt: skip
+    with pytest.raises(ManifestError, match="more than 32 mirrors"):
+        Release("a", "1", 1, "a.torrent", digest, mirrors=("https://m.example/",) * 33)
+    one = Release("a", "1", 1, "a.torrent", digest)
+    with pytest.raises(ManifestError, match="more than 50000 releases"):
+        Manifest([one] * 50_001)
+    with pytest.raises(ManifestError, match="more than 10000 packages"):
+        Manifest(Release(f"p{n}", "1", 1, "a.torrent", digest) for n in range(10_001))
+
+
+def test_unknown_packages_are_an_error_and_channels_are_optional() -> None:
+    manifest = parse(release("a", "1", 1))
+    with pytest.raises(ManifestError, match="no package 'b'"):
+        manifest.releases_of("b")
+    assert manifest.channel is None
+    assert "channel" not in json.loads(manifest.to_bytes())
+    assert Manifest.decode(manifest.to_bytes()).releases == manifest.releases
+    with pytest.raises(ManifestError, match="channel must be a string"):
+        Manifest.decode(encode(document(channel=5)))
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (release("a", "1", 1, mirrors=[""]), "must be a URL of at most 2048"),
+        (release("a", "1", 1, mirrors=["https://m.example/" + "x" * 2048]), "at most 2048"),
+        (release("a", "1", 1, mirrors=["http://[::1/"]), "is not a valid URL"),
+        (release("a", "1", 1, mirrors=["http://m.example:99999/"]), "is not a valid URL"),
+        (release("a", "1", 1, torrent=""), "torrent must be a non-empty string"),
+        (release("a", "1", 1, torrent="t/" * 1025), "torrent path longer than 2048"),
+    ],
+)
+def test_malformed_urls_and_paths_are_refused(entry: dict[str, Any], message: str) -> None:
+    with pytest.raises(ManifestError, match=message):
+        parse(entry)

@@ -248,3 +248,28 @@ def test_the_handshake_lists_encodings() -> None:
 
 if __name__ == "__main__":
     VECTORS.write_text(json.dumps(build_vectors(), indent=1) + "\n")
+
+
+def test_we_never_send_oversized_content_or_unknown_encodings() -> None:
+    with pytest.raises(LocalProtocolError, match="at most"):
+        encode_delta_message(ContentData(1, bytes(CONTENT_BLOCK_SIZE + 1), None))
+    with pytest.raises(LocalProtocolError, match="unknown od_delta content encoding"):
+        encode_delta_message(ContentData(1, b"data", "gzip"))
+    with pytest.raises(LocalProtocolError, match="not an od_delta message"):
+        encode_delta_message(b"raw bytes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("size", [0, -1, 64 * 1024 * 1024 + 1])
+def test_an_announced_index_size_out_of_range_is_the_senders_fault(size: int) -> None:
+    with pytest.raises(RemoteProtocolError, match="index size"):
+        IndexAssembler(total_size=size)
+
+
+def test_a_rejected_piece_is_asked_for_again() -> None:
+    assembler = IndexAssembler(total_size=3 * INDEX_PIECE_SIZE)
+    assert assembler.next_request() == IndexRequest(0)
+    assert assembler.next_request() == IndexRequest(1)
+    assembler.rejected(0)
+    assert assembler.next_request() == IndexRequest(0)
+    assert assembler.next_request() == IndexRequest(2)
+    assert assembler.next_request() is None

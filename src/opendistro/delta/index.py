@@ -513,7 +513,7 @@ class _Decoder:
         if len(packed) % _CHUNK_ENTRY.size:
             raise _fail(f"{what}: chunks is not a whole number of {_CHUNK_ENTRY.size}-byte entries")
         self.chunks += len(packed) // _CHUNK_ENTRY.size
-        if self.chunks > MAX_CHUNKS:
+        if self.chunks > MAX_CHUNKS:  # pragma: no cover - needs more than MAX_INDEX_SIZE bytes
             raise _fail(f"more than {MAX_CHUNKS} chunks")
         recipe = fields.get(b"recipe")
         if recipe is not None:
