@@ -23,8 +23,18 @@ import trio
 
 from opendistro import bencode
 from opendistro.create import create_torrent
-from opendistro.delta.index import DeltaIndex
-from opendistro.delta.pack import MAX_BLOCK_CONTENT, MAX_HEADER_SIZE, PackHeader, decompress_block
+from opendistro.delta.archives import read_content, segment_file
+from opendistro.delta.chunker import ChunkerParams
+from opendistro.delta.index import DeltaIndex, build_index
+from opendistro.delta.pack import (
+    CODECS,
+    MAX_BLOCK_CONTENT,
+    MAX_HEADER_SIZE,
+    PackHeader,
+    decompress_block,
+    file_chunk_hashes,
+    write_pack,
+)
 from opendistro.delta.publish import pack_paths, publish_delta
 from opendistro.errors import DeltaError
 from opendistro.io.client import Client
@@ -297,3 +307,85 @@ def test_with_the_previous_files_the_pack_holds_only_what_their_users_lack(
     by_index = pack_size("by-index", previous_index=old_index)
     by_files = pack_size("by-files", previous_index=old_index, previous_files=[old])
     assert by_files * 5 < by_index
+
+
+def test_a_header_that_is_not_canonical_or_over_the_counts_is_refused() -> None:
+    with pytest.raises(DeltaError, match="canonical bencoded dictionary"):
+        PackHeader.decode(b"i1e")
+    unsorted = _header()
+    unsorted = b"d7:versioni1e" + unsorted[1 : -len(b"7:versioni1ee")] + b"e"
+    assert bencode.decode(unsorted)[b"version"] == 1
+    with pytest.raises(DeltaError, match="canonical bencoded dictionary"):
+        PackHeader.decode(unsorted)
+    block = (100).to_bytes(4, "big") + (5000).to_bytes(4, "big")
+    with pytest.raises(DeltaError, match="at most 1000000 blocks"):
+        PackHeader.decode(_header(blocks=block * 1_000_001))
+    with pytest.raises(DeltaError, match="at most 2000000 chunks"):
+        PackHeader.decode(_header(chunks=_chunk(bytes(16), 0, 0, 10) * 2_000_001))
+
+
+def test_blocks_of_an_unknown_codec_or_corrupt_data_do_not_decompress() -> None:
+    with pytest.raises(DeltaError, match="unknown pack codec"):
+        decompress_block("gzip", zlib.compress(b"abc"), 3)
+    for codec in CODECS:
+        with pytest.raises(DeltaError, match="does not decompress"):
+            decompress_block(codec, b"\x00garbage that is no stream", 10)
+
+
+def test_write_pack_fills_blocks_up_to_their_limit_and_skips_empty_segments(
+    tmp_path: Path,
+) -> None:
+    """A chunk that would overflow the block starts a new one; chunkless segments add nothing."""
+    release = tmp_path / "rel"
+    release.mkdir()
+    # An empty gzip member (a segment without chunks) before one of 1000 zeros.
+    (release / "0.gz").write_bytes(
+        gzip_module.compress(b"", mtime=0) + gzip_module.compress(bytes(1000), mtime=0)
+    )
+    rng = random.Random(21)
+    (release / "a.bin").write_bytes(rng.randbytes(100 << 10))
+    (release / "b.bin").write_bytes(rng.randbytes(MAX_BLOCK_CONTENT))  # one chunk: a full block
+    params = ChunkerParams(
+        min_size=MAX_BLOCK_CONTENT, avg_size=MAX_BLOCK_CONTENT, max_size=MAX_BLOCK_CONTENT
+    )
+    metainfo = create_torrent(release, version="hybrid")
+    index = build_index(tmp_path, metainfo, params, segment_file, read_content)
+    gz_segments = index.files[0].segments
+    assert [len(s.chunks) for s in gz_segments] == [0, 1]
+    index_bytes = index.encode()
+    paths = {"header_path": tmp_path / "x.odpack", "blocks_path": tmp_path / "x.odblocks"}
+    known = {gz_segments[1].chunks[0][1]}
+    header = write_pack(tmp_path, index, index_bytes, known, multi_file=True, codec="zlib", **paths)
+    assert PackHeader.decode(paths["header_path"].read_bytes()) == header
+    assert header.blocks == (
+        (header.blocks[0][0], 100 << 10),
+        (header.blocks[1][0], MAX_BLOCK_CONTENT),
+    )
+    blocks = paths["blocks_path"].read_bytes()
+    expected = {(release / "a.bin").read_bytes(), (release / "b.bin").read_bytes()}
+    found = set()
+    for where in header.chunks.values():
+        start, end = header.offsets[where.block], header.offsets[where.block + 1]
+        content = decompress_block("zlib", blocks[start:end], header.blocks[where.block][1])
+        found.add(content[where.offset : where.offset + where.length])
+    assert found == expected
+
+    with pytest.raises(DeltaError, match="unknown pack codec"):
+        write_pack(tmp_path, index, index_bytes, known, multi_file=True, codec="gz", **paths)
+    # The same compressed size, other content: the index no longer describes the file.
+    (release / "0.gz").write_bytes(
+        gzip_module.compress(b"", mtime=0) + gzip_module.compress(bytes(1005), mtime=0)
+    )
+    with pytest.raises(DeltaError, match="no longer holds the content"):
+        write_pack(tmp_path, index, index_bytes, set(), multi_file=True, **paths)
+
+
+def test_chunks_of_previous_files_skip_files_that_cannot_be_read(tmp_path: Path) -> None:
+    sysfs = Path("/sys/devices/system/cpu/online")  # reports 4096 bytes, holds fewer
+    if not sysfs.is_file():
+        pytest.skip("needs Linux sysfs, whose files report a size larger than their content")
+    readable = tmp_path / "old.bin"
+    readable.write_bytes(random.Random(4).randbytes(10_000))
+    params = ChunkerParams()
+    assert file_chunk_hashes([sysfs, readable], params) == file_chunk_hashes([readable], params)
+    assert file_chunk_hashes([sysfs], params) == set()
