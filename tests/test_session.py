@@ -29,16 +29,21 @@ BLOCK = 16384
 class Remote:
     """A peer on the other end of one connection: its own PeerConnection, driven by the test."""
 
-    def __init__(self, name: str, num_pieces: int) -> None:
+    def __init__(self, name: str, num_pieces: int, *, fast: bool = True) -> None:
         self.name = name
         self.ours = PeerConnection(
-            info_hash=INFO_HASH, our_peer_id=b"L" * 20, num_pieces=num_pieces, initiator=True
+            info_hash=INFO_HASH,
+            our_peer_id=b"L" * 20,
+            num_pieces=num_pieces,
+            initiator=True,
+            fast=fast,
         )
         self.theirs = PeerConnection(
             info_hash=INFO_HASH,
             our_peer_id=name[0].encode() * 20,
             num_pieces=num_pieces,
             initiator=False,
+            fast=fast,
         )
         self.theirs.receive_data(self.ours.send_handshake())
         self.ours.receive_data(self.theirs.send_handshake())

@@ -423,11 +423,12 @@ class SwarmSession(Generic[PeerKey]):
         """Requests to keep in flight: about ``queue_seconds`` of this peer's recent rate."""
         config = self.config
         target = int(peer.downloaded.rate(now) * config.queue_seconds / config.block_size)
-        limit = config.max_queue
+        target = max(config.min_queue, min(config.max_queue, target))
         remote = peer.connection.remote_extensions
         if remote is not None and remote.reqq:
-            limit = min(limit, remote.reqq)
-        return max(config.min_queue, min(limit, target))
+            # The peer drops requests beyond its reqq (BEP 10): that caps even our minimum.
+            target = min(target, remote.reqq)
+        return target
 
     def _may_request(self, peer: _Peer) -> bool:
         """The peer lets us download (unchoked, we are interested) and we still want pieces."""
