@@ -31,6 +31,7 @@ from .integrity import merkle
 from .paths import validate_path
 
 if TYPE_CHECKING:
+    from .limits import Limits
     from .magnet import MagnetLink
 
 __all__ = [
@@ -66,6 +67,27 @@ MAX_SIGNATURES = 16
 #: Nesting allowed when decoding: a path of MAX_PATH_DEPTH directories plus the
 #: torrent dict, info dict, file tree, file node and its leaf dict.
 _MAX_BENCODE_DEPTH = MAX_PATH_DEPTH + 8
+
+
+@dataclass(frozen=True)
+class _FileLimits:
+    """The parts of :class:`~opendistro.limits.Limits` that bound a torrent's file list."""
+
+    max_files: int = MAX_FILES
+    max_path_depth: int = MAX_PATH_DEPTH
+
+    @classmethod
+    def of(cls, limits: Limits | None) -> _FileLimits:
+        if limits is None:
+            return _DEFAULT_FILE_LIMITS
+        return cls(limits.max_files, limits.max_path_depth)
+
+    @property
+    def bencode_depth(self) -> int:
+        return max(_MAX_BENCODE_DEPTH, self.max_path_depth + 8)
+
+
+_DEFAULT_FILE_LIMITS = _FileLimits()
 
 Version = Literal["v1", "v2", "hybrid"]
 _LEGACY_PAD_PREFIX = "_____padding_file_"
@@ -177,7 +199,9 @@ def _parse_name(info: Mapping[bytes, Any]) -> str:
     return name
 
 
-def _parse_v1_files(info: Mapping[bytes, Any], name: str) -> tuple[list[_RawFile], bool]:
+def _parse_v1_files(
+    info: Mapping[bytes, Any], name: str, limits: _FileLimits
+) -> tuple[list[_RawFile], bool]:
     if b"length" in info and b"files" in info:
         raise MetainfoError("info has both 'length' and 'files'")
     if b"length" in info:
@@ -185,8 +209,8 @@ def _parse_v1_files(info: Mapping[bytes, Any], name: str) -> tuple[list[_RawFile
     files = _get(info, b"files", list, "info")
     if not files:
         raise MetainfoError("info: 'files' is empty")
-    if len(files) > MAX_FILES:
-        raise MetainfoError(f"more than {MAX_FILES} files")
+    if len(files) > limits.max_files:
+        raise MetainfoError(f"more than {limits.max_files} files")
     result: list[_RawFile] = []
     for entry in files:
         if not isinstance(entry, dict):
@@ -194,8 +218,8 @@ def _parse_v1_files(info: Mapping[bytes, Any], name: str) -> tuple[list[_RawFile
         raw_path = entry.get(b"path.utf-8", entry.get(b"path"))
         if not isinstance(raw_path, list) or not raw_path:
             raise MetainfoError("files: missing or empty 'path'")
-        if len(raw_path) > MAX_PATH_DEPTH:
-            raise MetainfoError(f"files: path deeper than {MAX_PATH_DEPTH}")
+        if len(raw_path) > limits.max_path_depth:
+            raise MetainfoError(f"files: path deeper than {limits.max_path_depth}")
         if not all(isinstance(part, bytes) for part in raw_path):
             raise MetainfoError("files: path component is not a string")
         path = validate_path([_text(part) for part in raw_path])
@@ -203,11 +227,13 @@ def _parse_v1_files(info: Mapping[bytes, Any], name: str) -> tuple[list[_RawFile
     return result, True
 
 
-def _walk_file_tree(node: Any, prefix: tuple[str, ...], out: list[_RawFile]) -> None:
+def _walk_file_tree(
+    node: Any, prefix: tuple[str, ...], out: list[_RawFile], limits: _FileLimits
+) -> None:
     if not isinstance(node, dict) or not node:
         raise MetainfoError("file tree: directory is not a non-empty dictionary")
-    if len(prefix) >= MAX_PATH_DEPTH:
-        raise MetainfoError(f"file tree deeper than {MAX_PATH_DEPTH}")
+    if len(prefix) >= limits.max_path_depth:
+        raise MetainfoError(f"file tree deeper than {limits.max_path_depth}")
     for key, child in node.items():
         if key == b"":
             raise MetainfoError("file tree: file entry where a directory was expected")
@@ -216,7 +242,7 @@ def _walk_file_tree(node: Any, prefix: tuple[str, ...], out: list[_RawFile]) -> 
         if not isinstance(child, dict):
             raise MetainfoError("file tree: entry is not a dictionary")
         if b"" not in child:
-            _walk_file_tree(child, path, out)
+            _walk_file_tree(child, path, out, limits)
             continue
         if len(child) != 1:
             raise MetainfoError("file tree: a file node has other keys besides ''")
@@ -230,14 +256,14 @@ def _walk_file_tree(node: Any, prefix: tuple[str, ...], out: list[_RawFile]) -> 
             if len(root) != merkle.HASH_SIZE:
                 raise MetainfoError("file tree: 'pieces root' is not 32 bytes")
         out.append(_RawFile(path, length, root, _attr(leaf)))
-        if len(out) > MAX_FILES:
-            raise MetainfoError(f"more than {MAX_FILES} files")
+        if len(out) > limits.max_files:
+            raise MetainfoError(f"more than {limits.max_files} files")
 
 
-def _parse_v2_files(info: Mapping[bytes, Any]) -> tuple[list[_RawFile], bool]:
+def _parse_v2_files(info: Mapping[bytes, Any], limits: _FileLimits) -> tuple[list[_RawFile], bool]:
     tree = _get(info, b"file tree", dict, "info")
     files: list[_RawFile] = []
-    _walk_file_tree(tree, (), files)
+    _walk_file_tree(tree, (), files, limits)
     # One file at the top of the tree is a single-file torrent named after it.
     is_multi = not (len(files) == 1 and len(files[0].path) == 1)
     return files, is_multi
@@ -443,22 +469,27 @@ class Metainfo:
     # -- parsing ------------------------------------------------------------------------
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> Metainfo:
+    def from_file(cls, path: str | os.PathLike[str], *, limits: Limits | None = None) -> Metainfo:
         """Read and parse a .torrent file (refusing files over MAX_TORRENT_SIZE)."""
         with open(path, "rb") as handle:
             data = handle.read(MAX_TORRENT_SIZE + 1)
-        return cls.from_bytes(data)
+        return cls.from_bytes(data, limits=limits)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Metainfo:
-        """Parse a whole .torrent file."""
+    def from_bytes(cls, data: bytes, *, limits: Limits | None = None) -> Metainfo:
+        """Parse a whole .torrent file.
+
+        ``limits`` bounds its files and path depth (default: :data:`MAX_FILES`,
+        :data:`MAX_PATH_DEPTH`).
+        """
+        file_limits = _FileLimits.of(limits)
         if len(data) > MAX_TORRENT_SIZE:
             raise MetainfoError(f"torrent larger than {MAX_TORRENT_SIZE} bytes")
         try:
-            top = bencode.decode(bytes(data), max_depth=_MAX_BENCODE_DEPTH)
+            top = bencode.decode(bytes(data), max_depth=file_limits.bencode_depth)
             if not isinstance(top, dict):
                 raise MetainfoError("a torrent must be a dictionary")
-            span = bencode.dict_value_span(bytes(data), b"info")
+            span = _info_span(bytes(data), file_limits.bencode_depth)
         except BencodeError as exc:
             raise MetainfoError(f"not valid bencoding: {exc}") from exc
         if span is None:
@@ -473,6 +504,7 @@ class Metainfo:
             created_by=_optional_text(top, b"created by"),
             creation_date=_parse_date(top.get(b"creation date")),
             raw_layers=top.get(b"piece layers"),
+            limits=file_limits,
         )
         signatures = _parse_signatures(bytes(data), top.get(b"signatures"))
         return dataclasses.replace(metainfo, signatures=signatures) if signatures else metainfo
@@ -486,13 +518,16 @@ class Metainfo:
         url_list: Sequence[str] = (),
         expected_v1: bytes | None = None,
         expected_v2: bytes | None = None,
+        limits: Limits | None = None,
     ) -> Metainfo:
         """Build a torrent from an info dict fetched from peers (BEP 9).
 
         ``expected_v1`` is the 20-byte hash the magnet named (SHA-1, or a truncated
         SHA-256 for a v2-only torrent); ``expected_v2`` the full SHA-256. Either one
         that does not match raises MetainfoError. There are no piece layers yet.
+        ``limits`` bounds the files and path depth, as in :meth:`from_bytes`.
         """
+        file_limits = _FileLimits.of(limits)
         info_bytes = bytes(info_bytes)
         if len(info_bytes) > MAX_INFO_SIZE:
             raise MetainfoError(f"info dict larger than {MAX_INFO_SIZE} bytes")
@@ -506,7 +541,7 @@ class Metainfo:
         if expected_v2 is not None and hashlib.sha256(info_bytes).digest() != expected_v2:
             raise MetainfoError("info dict does not match the expected v2 info-hash")
         try:
-            info = bencode.decode(info_bytes, max_depth=_MAX_BENCODE_DEPTH)
+            info = bencode.decode(info_bytes, max_depth=file_limits.bencode_depth)
         except BencodeError as exc:
             raise MetainfoError(f"info dict is not valid bencoding: {exc}") from exc
         metainfo = cls._build(
@@ -518,6 +553,7 @@ class Metainfo:
             created_by=None,
             creation_date=None,
             raw_layers=None,
+            limits=file_limits,
         )
         if expected_v1 is not None and expected_v1 not in (
             metainfo.info_hash_v1,
@@ -538,6 +574,7 @@ class Metainfo:
         created_by: str | None,
         creation_date: int | None,
         raw_layers: Any,
+        limits: _FileLimits = _DEFAULT_FILE_LIMITS,
     ) -> Metainfo:
         if len(info_bytes) > MAX_INFO_SIZE:
             raise MetainfoError(f"info dict larger than {MAX_INFO_SIZE} bytes")
@@ -564,16 +601,16 @@ class Metainfo:
             raise MetainfoError("v2 piece length must be a power of two of at least 16 KiB")
 
         if version == "v1":
-            v1_files, is_multi = _parse_v1_files(info, name)
+            v1_files, is_multi = _parse_v1_files(info, name, limits)
             files = _layout_files(v1_files, piece_length, align=False)
         elif version == "v2":
             if b"files" in info or b"length" in info:
                 raise MetainfoError("v2 torrent has v1 file fields but no 'pieces'")
-            v2_files, is_multi = _parse_v2_files(info)
+            v2_files, is_multi = _parse_v2_files(info, limits)
             files = _layout_files(v2_files, piece_length, align=True)
         else:
-            v1_files, is_multi = _parse_v1_files(info, name)
-            v2_files, v2_multi = _parse_v2_files(info)
+            v1_files, is_multi = _parse_v1_files(info, name, limits)
+            v2_files, v2_multi = _parse_v2_files(info, limits)
             if is_multi != v2_multi:
                 raise MetainfoError("hybrid torrent: v1 and v2 disagree on single/multi-file")
             files = _merge_hybrid(v1_files, v2_files, piece_length)
@@ -616,6 +653,22 @@ class Metainfo:
             creation_date=creation_date,
             piece_layers=layers,
         )
+
+
+def _info_span(data: bytes, max_depth: int) -> tuple[int, int] | None:
+    """The byte span of the top-level ``info`` value (the info-hash covers those bytes).
+
+    As :func:`bencode.dict_value_span`, but as deep as the file limits allow:
+    a deeper ``max_path_depth`` means a deeper file tree.
+    """
+    pos = 1  # the caller decoded ``data`` as a dictionary already
+    while data[pos] != ord("e"):
+        key, pos = bencode.decode_prefix(data, pos, max_depth=max_depth)
+        start = pos
+        _, pos = bencode.decode_prefix(data, pos, max_depth=max_depth)
+        if key == b"info":
+            return start, pos
+    return None
 
 
 # -- optional top-level fields: lenient, because they never affect the data ------------

@@ -16,6 +16,8 @@ receipts for what we upload, and the receipts go to the torrents' trackers.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import os
 import secrets
 from collections.abc import Callable, Sequence
@@ -27,6 +29,7 @@ import trio
 
 from .. import __version__
 from ..errors import ConfigError, EncryptionError, OpenDistroError
+from ..limits import Limits
 from ..magnet import MagnetLink
 from ..metainfo import Metainfo
 from ..swarm.session import SessionConfig
@@ -65,7 +68,7 @@ class Client:
         host: str = "127.0.0.1",
         port: int = 0,
         encryption: EncryptionPolicy = EncryptionPolicy.PREFER,
-        max_peers_per_torrent: int = 50,
+        max_peers_per_torrent: int | None = None,
         upload_slots: int = 4,
         session_config: SessionConfig | None = None,
         upload_limit: float | None = None,
@@ -79,8 +82,13 @@ class Client:
         state_dir: str | os.PathLike[str] | None = None,
         credit: bool = True,
         credit_options: CreditOptions | None = None,
+        limits: Limits | None = None,
     ) -> None:
-        """``dht_bootstrap`` (nodes to join through; empty: be the first node) or
+        """``limits`` bounds what peers may make us hold or do (see
+        :class:`~opendistro.limits.Limits`); ``max_peers_per_torrent``, if given,
+        overrides its field of that name.
+
+        ``dht_bootstrap`` (nodes to join through; empty: be the first node) or
         ``dht_port`` turns on the Mainline DHT (BEP 5) on UDP ``host:dht_port``;
         torrents that are not private then also find peers there.
 
@@ -89,12 +97,15 @@ class Client:
         without one the client writes nothing outside the torrents' folders."""
         if peer_id is not None and len(peer_id) != 20:
             raise ConfigError("peer id must be 20 bytes")
-        if max_peers_per_torrent < 1 or upload_slots < 1:
-            raise ConfigError("peer and upload slot limits must be positive")
+        if upload_slots < 1:
+            raise ConfigError("upload slots must be positive")
+        limits = limits or Limits()
+        if max_peers_per_torrent is not None:
+            limits = dataclasses.replace(limits, max_peers_per_torrent=max_peers_per_torrent)
+        self.limits = limits
         self.host = host
         self.port = port
         self.encryption = encryption
-        self.max_peers_per_torrent = max_peers_per_torrent
         self.session_config = session_config or SessionConfig(upload_slots=upload_slots)
         self.pex_interval = pex_interval
         self.mirror_retries = mirror_retries
@@ -106,6 +117,8 @@ class Client:
         self._log = log
         self._torrents: dict[bytes, Torrent] = {}
         self._dialing: set[tuple[bytes, tuple[str, int]]] = set()
+        self._connections_by_host: collections.Counter[str] = collections.Counter()
+        """Open connections (dialling, handshaking or running) per remote IP address."""
         self._banned_ids: set[bytes] = set()
         self._banned_addresses: set[tuple[str, int]] = set()
         self._banned_hosts: set[str] = set()
@@ -127,6 +140,10 @@ class Client:
     def log(self, message: str) -> None:
         if self._log is not None:
             self._log(message)
+
+    @property
+    def max_peers_per_torrent(self) -> int:
+        return self.limits.max_peers_per_torrent
 
     @property
     def torrents(self) -> list[Torrent]:
@@ -354,15 +371,33 @@ class Client:
         dialing = sum(1 for info_hash, _ in self._dialing if info_hash == torrent.info_hash)
         free = self.max_peers_per_torrent - len(torrent.peers) - dialing
         connected = {peer.address for peer in torrent.peers}
-        for address in torrent.candidates.next_to_dial(trio.current_time(), free):
+        now = trio.current_time()
+        for address in torrent.candidates.next_to_dial(now, free):
             if address in connected:
                 torrent.candidates.connected(address)
                 continue
             if self.is_banned(address):
                 torrent.candidates.forget(address)
                 continue
+            if not self._take_host_slot(address[0]):
+                torrent.candidates.disconnected(address, now)  # try again later
+                continue
             self._dialing.add((torrent.info_hash, address))
             self._nursery.start_soon(self._dial, torrent, address)
+
+    def _take_host_slot(self, host: str) -> bool:
+        """Count a connection to or from ``host``; False (nothing counted) when it has
+        :attr:`Limits.max_connections_per_ip` already."""
+        count = self._connections_by_host[host]
+        if count >= self.limits.max_connections_per_ip and self.limits.limits_ip(host):
+            return False
+        self._connections_by_host[host] = count + 1
+        return True
+
+    def _free_host_slot(self, host: str) -> None:
+        self._connections_by_host[host] -= 1
+        if self._connections_by_host[host] <= 0:
+            del self._connections_by_host[host]
 
     async def _open(self, address: tuple[str, int], info_hash: bytes) -> trio.abc.Stream:
         host, port = address
@@ -383,16 +418,20 @@ class Client:
             return await trio.open_tcp_stream(host, port)
 
     async def _dial(self, torrent: Torrent, address: tuple[str, int]) -> None:
+        """Connect and run a session; the caller took a host slot, which this frees."""
         key = (torrent.info_hash, address)
         try:
-            stream = await self._open(address, torrent.info_hash)
-        except (OSError, trio.TooSlowError, OpenDistroError) as exc:
-            self.log(f"cannot connect to {address[0]}:{address[1]}: {exc}")
-            torrent.candidates.failed(address, trio.current_time())
-            return
+            try:
+                stream = await self._open(address, torrent.info_hash)
+            except (OSError, trio.TooSlowError, OpenDistroError) as exc:
+                self.log(f"cannot connect to {address[0]}:{address[1]}: {exc}")
+                torrent.candidates.failed(address, trio.current_time())
+                return
+            finally:
+                self._dialing.discard(key)
+            ran = await self._run_connection(stream, address, torrent, initiator=True)
         finally:
-            self._dialing.discard(key)
-        ran = await self._run_connection(stream, address, torrent, initiator=True)
+            self._free_host_slot(address[0])
         if ran:
             torrent.candidates.disconnected(address, trio.current_time())
         else:
@@ -404,16 +443,25 @@ class Client:
             host, port, *_ = stream.socket.getpeername()
         except OSError:
             return
-        try:
-            with trio.fail_after(HANDSHAKE_TIMEOUT):
-                negotiated, _ = await negotiate_incoming(
-                    stream, list(self._torrents), self.encryption, timeout=HANDSHAKE_TIMEOUT
-                )
-        except (OpenDistroError, trio.TooSlowError, trio.BrokenResourceError, OSError) as exc:
-            self.log(f"incoming connection from {host}:{port} failed: {exc}")
+        # Refused before any work (MSE costs a Diffie-Hellman exchange): banned hosts,
+        # and hosts already holding their share of connections.
+        if host in self._banned_hosts or not self._take_host_slot(host):
+            self.log(f"refused a connection from {host}:{port}")
             await trio.aclose_forcefully(stream)
             return
-        await self._run_connection(negotiated, (host, port), None, initiator=False)
+        try:
+            try:
+                with trio.fail_after(HANDSHAKE_TIMEOUT):
+                    negotiated, _ = await negotiate_incoming(
+                        stream, list(self._torrents), self.encryption, timeout=HANDSHAKE_TIMEOUT
+                    )
+            except (OpenDistroError, trio.TooSlowError, trio.BrokenResourceError, OSError) as exc:
+                self.log(f"incoming connection from {host}:{port} failed: {exc}")
+                await trio.aclose_forcefully(stream)
+                return
+            await self._run_connection(negotiated, (host, port), None, initiator=False)
+        finally:
+            self._free_host_slot(host)
 
     async def _run_connection(
         self,
@@ -450,7 +498,8 @@ class Client:
         remote_id = connection.remote_peer_id
         duplicate = any(peer.connection.remote_peer_id == remote_id for peer in torrent.peers)
         banned = self.is_banned(address, remote_id)
-        if remote_id == self.peer_id or duplicate or banned or torrent.stopped.is_set():
+        full = not initiator and len(torrent.peers) >= self.limits.max_peers_per_torrent
+        if remote_id == self.peer_id or duplicate or banned or full or torrent.stopped.is_set():
             await trio.aclose_forcefully(stream)
             return False
         if initiator:
@@ -469,6 +518,8 @@ class Client:
             our_peer_id=self.peer_id,
             num_pieces=torrent.metainfo.num_pieces if torrent.metainfo is not None else None,
             initiator=initiator,
+            max_message_size=self.limits.max_message_size,
+            max_peer_requests=self.limits.max_pending_peer_requests,
         )
 
     def _handshake(self, torrent: Torrent) -> Handshake:

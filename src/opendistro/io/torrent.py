@@ -645,6 +645,15 @@ class Torrent:
             return stream
         return ThrottledStream(stream, upload=self.upload_throttle, download=self.download_throttle)
 
+    def download_limit(self) -> float | None:
+        """The tightest download limit on this torrent (its own or the client's), if any."""
+        rates = [
+            throttle.rate
+            for throttle in (self.download_throttle, self.client.download_throttle)
+            if throttle.rate is not None
+        ]
+        return min(rates) if rates else None
+
     def peer_ready(self, peer: PeerSession) -> None:
         """A handshake completed: say what we have and which extensions we speak."""
         self.peers.add(peer)
@@ -664,7 +673,7 @@ class Torrent:
                     m=m,
                     v=self.client.user_agent,
                     p=self.client.port,
-                    reqq=500,
+                    reqq=self.client.limits.max_pending_peer_requests,
                     metadata_size=size,
                     yourip=_packed_address(peer.address[0]),
                     extra=extra,
@@ -899,6 +908,7 @@ class Torrent:
                     metadata_size=handshake.metadata_size,
                     info_hash_v1=self.magnet.info_hash_v1 if self.magnet else None,
                     info_hash_v2=self.magnet.info_hash_v2 if self.magnet else None,
+                    max_size=self.client.limits.max_metadata_size,
                 )
             except OpenDistroError as exc:
                 peer.close(str(exc))
@@ -963,6 +973,7 @@ class Torrent:
                 url_list=list(magnet.webseeds) if magnet else [],
                 expected_v1=magnet.info_hash_v1 if magnet else None,
                 expected_v2=magnet.info_hash_v2 if magnet else None,
+                limits=self.client.limits,
             )
             if lacks_piece_layers(self.metainfo):
                 self.state = TorrentState.HASHES

@@ -44,8 +44,10 @@ from urllib.parse import parse_qs
 import h11
 import trio
 
+from ..dht.rate_limit import SourceRateLimiter
 from ..errors import ConfigError, OpenDistroError, TrackerError
 from ..http_request import receive_request_with_body
+from ..limits import Limits
 from . import udp as udp_protocol
 from .credit import (
     MAX_SUBMISSION_BODY,
@@ -85,6 +87,8 @@ _STATS_KEYS: Final = ("torrents", "seeders", "leechers", "completed")
 _MAX_HEALTH_TORRENTS: Final = 100  # listed by /health.json when none is named
 _MAX_HEALTH_QUERY: Final = 32  # info-hashes one /health.json request may name
 _CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+_MAX_RATE_LIMITED_IPS: Final = 16384  # addresses whose announce rate is tracked at once
+_TOO_OFTEN: Final = "announcing too often from this address; slow down"
 
 
 def _normalise_ip(text: str) -> str:
@@ -239,7 +243,10 @@ class TrackerServer:
     standings of the identities in the swarms are re-read and observed seeding
     time saved. With ``max_announce_rate`` (announces per second, bursts of
     ``announce_burst``) HTTP announces beyond the rate wait, contributors
-    first, at most ``max_waiting_announces`` of them.
+    first, at most ``max_waiting_announces`` of them. That rate is the whole
+    tracker's; ``limits`` (:class:`~opendistro.limits.Limits`) bounds each IP
+    address to ``max_announces_per_ip_per_minute`` (HTTP and UDP together, loopback
+    exempt by default): beyond it an announce is refused before any work is done.
     """
 
     def __init__(
@@ -262,8 +269,14 @@ class TrackerServer:
         max_announce_rate: float | None = None,
         announce_burst: int = 32,
         max_waiting_announces: int = 1024,
+        limits: Limits | None = None,
     ) -> None:
         self.host = host
+        self.limits = limits or Limits()
+        per_minute = self.limits.max_announces_per_ip_per_minute
+        self._announces_by_ip = SourceRateLimiter(
+            rate=per_minute / 60, burst=per_minute, max_sources=_MAX_RATE_LIMITED_IPS
+        )
         self.port = port
         self.registry = TrackerRegistry(
             interval=interval, min_interval=min_interval, peer_ttl=peer_ttl, allow_list=allow_list
@@ -614,8 +627,16 @@ class TrackerServer:
             logger.exception("tracker announce handler failed")
             return 500, "text/plain", encode_failure("internal tracker error")
 
+    def _announce_allowed(self, ip: str) -> bool:
+        """Spend one of ``ip``'s announces (see ``limits``); False when it has none left."""
+        if not self.limits.limits_ip(ip):
+            return True
+        return self._announces_by_ip.allow(ip, time.monotonic())
+
     async def _http_announce(self, query: bytes, peer_ip: str) -> bytes:
         """Parse, check the identity proof, wait for a turn if rate-limited, then answer."""
+        if not self._announce_allowed(peer_ip):
+            return encode_failure(_TOO_OFTEN)
         try:
             request = AnnounceRequest.from_query(query)
             check = self.registry.check_identity(request, time.time())
@@ -692,6 +713,8 @@ class TrackerServer:
                 packet.transaction_id, packet.info_hashes, stats
             )
         request = packet.request
+        if not self._announce_allowed(_normalise_ip(address[0])):
+            return udp_protocol.encode_error(packet.transaction_id, _TOO_OFTEN)
         try:
             ip = _trusted_ip(request.ip, _normalise_ip(address[0]))
             response = self.registry.announce(request, ip, now)
