@@ -16,8 +16,16 @@ from opendistro import http_get
 from opendistro.bencode import decode, encode
 from opendistro.credit.identity import CreditIdentity
 from opendistro.credit.receipts import Receipt, issue_receipt
-from opendistro.errors import TrackerError
-from opendistro.tracker.credit import MAX_SUBMISSION, CreditStore, SubmitResult
+from opendistro.errors import StorageError, TrackerError
+from opendistro.tracker.credit import (
+    MAX_SUBMISSION,
+    MAX_SUBMISSION_BODY,
+    CreditStore,
+    Standing,
+    SubmitResult,
+    decode_submission,
+    encode_submission,
+)
 from opendistro.tracker.credit_client import credit_url_for, fetch_standing, submit_receipts
 from opendistro.tracker.server import TrackerServer
 
@@ -195,3 +203,57 @@ def test_credit_url_is_derived_from_the_announce_url() -> None:
         credit_url_for("udp://t.example:6969/announce")
     with pytest.raises(TrackerError):
         credit_url_for("http://t.example/tracker")
+
+
+def test_a_full_store_still_adds_seeding_time_to_known_rows(tmp_path: Path) -> None:
+    with CreditStore(tmp_path / "c.sqlite", max_rows=1) as store:
+        assert store.add_seeding_time({(SEEDER.public_key, TORRENT): 60.0}) == 1
+        assert store.add_seeding_time({(LEECHER.public_key, TORRENT): 60.0,
+                                       (SEEDER.public_key, TORRENT): 30.0}) == 1
+        assert store.standing(SEEDER.public_key).seeding_seconds == 90
+        assert store.standing(LEECHER.public_key).seeding_seconds == 0
+
+
+@pytest.mark.parametrize("kind", ["directory", "not a database"])
+def test_an_unusable_credit_database_is_a_storage_error(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "credit.sqlite"
+    if kind == "directory":
+        path.mkdir()
+    else:
+        path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StorageError, match="cannot open tracker credit database"):
+        CreditStore(path)
+
+
+def test_a_submission_is_bounded_on_both_ends() -> None:
+    with pytest.raises(TrackerError, match=f"at most {MAX_SUBMISSION} receipts"):
+        encode_submission([receipt(MiB)] * (MAX_SUBMISSION + 1))
+    assert len(decode_submission(encode_submission([receipt(MiB)] * MAX_SUBMISSION))) == 256
+    with pytest.raises(TrackerError, match=f"at most {MAX_SUBMISSION_BODY} bytes"):
+        decode_submission(b"l" + b"0:" * (MAX_SUBMISSION_BODY // 2) + b"e")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"garbage", "not bencoded"),
+        (encode([1, 2]), "not a dictionary"),
+        (encode({b"failure reason": b"no credit here"}), "tracker refused: no credit here"),
+        (encode({b"identity": b"short"}), "names no identity"),
+        (encode({b"identity": bytes(32), b"uploaded": -1}), "uploaded must be a non-negative"),
+        (encode({b"identity": bytes(32), b"uploaded": 1, b"downloaded": b"2"}), "downloaded"),
+    ],
+    ids=["not bencoded", "a list", "refusal", "no identity", "negative", "not an integer"],
+)
+def test_a_malformed_standing_is_a_tracker_error(body: bytes, message: str) -> None:
+    with pytest.raises(TrackerError, match=message):
+        Standing.decode(body)
+
+
+def test_a_standing_without_seeding_time_reads_as_zero_seconds() -> None:
+    fields = {b"identity": SEEDER.public_key, b"uploaded": 5, b"downloaded": 1,
+              b"receivers": 1, b"givers": 0}
+    standing = Standing.decode(encode(fields))
+    assert standing.seeding_seconds == 0 and standing.balance == 4
+    with_seeding = Standing(SEEDER.public_key, 5, 1, 1, 0, seeding_seconds=60)
+    assert Standing.decode(with_seeding.encode()) == with_seeding

@@ -23,9 +23,10 @@ from opendistro.credit.identity import CreditIdentity
 from opendistro.credit.receipts import issue_receipt
 from opendistro.errors import TrackerError
 from opendistro.tracker import client
+from opendistro.tracker.credit import Standing
 from opendistro.tracker.credit_client import submit_receipts
 from opendistro.tracker.health_client import fetch_tracker_health, health_url_for
-from opendistro.tracker.metrics import time_to_death
+from opendistro.tracker.metrics import time_to_death, torrent_health
 from opendistro.tracker.protocol import AnnounceEvent, AnnounceRequest, ScrapeStats, sign_announce
 from opendistro.tracker.registry import Swarm, TrackerRegistry
 from opendistro.tracker.server import TrackerServer
@@ -132,6 +133,23 @@ def test_time_to_death_is_zero_without_a_copy_and_none_when_nobody_leaves() -> N
     registry.announce(request(4, left=300), "127.0.0.1", 0)
     assert time_to_death(swarm) is None  # 1.3 copies, and nobody progresses
     assert time_to_death(Swarm()) == 0.0
+
+
+def test_an_identity_behind_two_peers_is_ranked_once() -> None:
+    registry = TrackerRegistry(rng=random.Random(3))
+    for n, left, identity in ((1, 0, GIVER), (2, SIZE, GIVER), (3, SIZE, TAKER), (4, SIZE, None)):
+        ask = request(n, left=left)
+        if identity is not None:
+            ask = sign_announce(ask, identity, time=1000)
+        registry.announce(ask, f"127.0.0.{n}", 1000.0)
+    registry.set_standings([Standing(GIVER.public_key, uploaded=10)])
+    swarm = registry.swarm(TORRENT)
+    assert swarm is not None
+    health = torrent_health(registry, TORRENT, swarm)
+    assert health.identified == 3
+    ranked = [(entry["identity"], entry["score"]) for entry in health.ranking]
+    assert ranked == [(GIVER.public_key.hex(), 10), (TAKER.public_key.hex(), 0)]
+    assert torrent_health(registry, TORRENT, swarm, max_ranked=0).ranking == ()
 
 
 # ------------------------------------------------------------ over HTTP

@@ -18,10 +18,12 @@ from opendistro.tracker.protocol import (
     AnnounceRequest,
     AnnounceResponse,
     ScrapeStats,
+    check_announce_proof,
     decode_scrape_response,
     encode_failure,
     encode_scrape_response,
     pack_compact_peers,
+    parse_query,
     parse_scrape_query,
     scrape_query,
     scrape_url_for,
@@ -127,6 +129,45 @@ def test_query_shaped_garbage_only_raises_tracker_error(tokens: list[str]) -> No
         AnnounceRequest.from_query("".join(tokens))
 
 
+def test_a_leading_question_mark_is_not_part_of_the_first_name() -> None:
+    query = AnnounceRequest(INFO_HASH, PEER_ID, 6881).to_query()
+    assert AnnounceRequest.from_query("?" + query) == AnnounceRequest.from_query(query)
+
+
+def test_too_many_query_parameters_are_refused() -> None:
+    with pytest.raises(TrackerError, match="too many query parameters"):
+        parse_query("&".join(f"p{n}=1" for n in range(257)))
+    assert len(parse_query("&".join(f"p{n}=1" for n in range(256)))) == 256
+
+
+def test_odd_optional_parameters_fall_back_to_their_defaults() -> None:
+    base = AnnounceRequest(INFO_HASH, PEER_ID, 6881).to_query()
+    parsed = AnnounceRequest.from_query(
+        base.replace("numwant=50", "numwant=-1") + "&key=not-hex&ip=%FF%FE"
+    )
+    assert parsed.numwant == 50  # -1 means "the tracker's default"
+    assert parsed.key is None  # an odd key spelling is ignored, not refused
+    assert parsed.ip is None  # so is an ip claim that is not ASCII
+    too_big_key = AnnounceRequest.from_query(base + "&key=1FFFFFFFF")
+    assert too_big_key.key is None
+    assert AnnounceRequest.from_query(base + "&key=ff").key == 0xFF
+
+
+def test_a_peer_id_of_the_wrong_length_is_refused() -> None:
+    query = AnnounceRequest(INFO_HASH, PEER_ID, 6881).to_query()
+    with pytest.raises(TrackerError, match="peer_id must be 20 bytes"):
+        AnnounceRequest.from_query(query.replace("peer_id=", "peer_id=x"))
+
+
+def test_an_identity_proof_is_all_or_nothing() -> None:
+    with pytest.raises(TrackerError, match="odid, odts and odsig together"):
+        AnnounceRequest(INFO_HASH, PEER_ID, 1, identity=b"\x01" * 32)
+    anonymous = AnnounceRequest(INFO_HASH, PEER_ID, 1)
+    with pytest.raises(TrackerError, match="claims no identity"):
+        _ = anonymous.statement
+    assert check_announce_proof(anonymous, now=0) == "no identity proof"
+
+
 # ---------------------------------------------------------------- announce response
 
 PEERS_V4 = (("127.0.0.1", 6881), ("10.1.2.3", 65535))
@@ -200,6 +241,38 @@ def test_malformed_response_is_tracker_error(body: bytes) -> None:
         AnnounceResponse.decode(body)
 
 
+def test_compact_encoding_skips_hostnames_and_bad_ports() -> None:
+    peers = [("tracker.example", 1), ("127.0.0.1", 70_000), ("127.0.0.2", 6881)]
+    assert pack_compact_peers(peers, ipv6=False) == bytes([127, 0, 0, 2]) + struct.pack(
+        ">H", 6881
+    )
+    body = AnnounceResponse(interval=60, peers=tuple(peers)).encode(compact=True)
+    assert AnnounceResponse.decode(body).peers == (("127.0.0.2", 6881),)
+
+
+def test_dictionary_peers_with_peers6_keep_ids_parallel() -> None:
+    body = bencode.encode({
+        b"interval": 60,
+        b"peers": [{b"ip": b"127.0.0.1", b"port": 1, b"peer id": PEER_ID}],
+        b"peers6": pack_compact_peers([("::1", 2)], ipv6=True),
+    })
+    response = AnnounceResponse.decode(body)
+    assert response.peers == (("127.0.0.1", 1), ("::1", 2))
+    assert response.peer_ids == (PEER_ID, None)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [{b"port": 1}, {b"ip": b"127.0.0.1"}, {b"ip": b"127.0.0.1", b"port": 65536},
+     {b"ip": 7, b"port": 1}],
+    ids=["no ip", "no port", "port out of range", "ip not a string"],
+)
+def test_a_dictionary_peer_without_a_usable_address_is_refused(entry: dict[bytes, object]) -> None:
+    body = bencode.encode({b"interval": 60, b"peers": [entry]})
+    with pytest.raises(TrackerError, match="lacks a valid ip or port"):
+        AnnounceResponse.decode(body)
+
+
 _bencodable = st.recursive(
     st.integers(-(2**40), 2**40) | st.binary(max_size=40),
     lambda children: (
@@ -254,6 +327,14 @@ def test_scrape_url_convention() -> None:
     assert scrape_url_for("http://t/scrape") == "http://t/scrape"
     with pytest.raises(TrackerError):
         scrape_url_for("http://t/a")
+
+
+def test_scrape_query_ignores_other_parameters_and_bad_entries_are_refused() -> None:
+    assert parse_scrape_query("passkey=abc&" + scrape_query([INFO_HASH])) == [INFO_HASH]
+    with pytest.raises(TrackerError, match="not a dictionary"):
+        decode_scrape_response(bencode.encode({b"files": {INFO_HASH: 5}}))
+    with pytest.raises(TrackerError, match="'files'"):
+        decode_scrape_response(bencode.encode({b"files": [INFO_HASH]}))
 
 
 # ---------------------------------------------------------------- UDP (BEP 15)
@@ -333,6 +414,43 @@ def test_connection_ids_are_tied_to_address_and_time() -> None:
     assert not issuer.is_valid(cid, address, now=1000.0 + 180)
     assert not issuer.is_valid(cid, ("127.0.0.1", 5001), now=1000.0)
     assert not udp.ConnectionIdIssuer(b"other").is_valid(cid, address, now=1000.0)
+
+
+def test_udp_announce_sends_only_an_ipv4_ip_claim() -> None:
+    for claim in ("not-an-address", "::1", None):
+        request = AnnounceRequest(INFO_HASH, PEER_ID, 6881, ip=claim)
+        parsed = udp.parse_request(udp.encode_announce_request(1, 2, request))
+        assert isinstance(parsed, udp.UdpAnnounceRequest)
+        assert parsed.request.ip is None
+
+
+def test_udp_scrape_requests_name_one_to_74_well_formed_hashes() -> None:
+    with pytest.raises(TrackerError, match="1 to 74"):
+        udp.encode_scrape_request(1, 2, [])
+    with pytest.raises(TrackerError, match="1 to 74"):
+        udp.encode_scrape_request(1, 2, [INFO_HASH] * 75)
+    with pytest.raises(TrackerError, match="20 bytes"):
+        udp.encode_scrape_request(1, 2, [INFO_HASH, b"short"])
+    assert len(udp.encode_scrape_request(1, 2, [INFO_HASH] * 74)) == 16 + 74 * 20
+
+
+def test_udp_server_side_refuses_short_and_unknown_packets() -> None:
+    announce = udp.encode_announce_request(1, 2, AnnounceRequest(INFO_HASH, PEER_ID, 6881))
+    with pytest.raises(TrackerError, match="announce too short"):
+        udp.parse_request(announce[:-1])
+    bad_event = announce[:80] + struct.pack(">I", 9) + announce[84:]
+    with pytest.raises(TrackerError, match="unknown announce event 9"):
+        udp.parse_request(bad_event)
+    with pytest.raises(TrackerError, match="names no torrent"):
+        udp.parse_request(struct.pack(">QII", 1, udp.Action.SCRAPE, 2) + b"x" * 19)
+
+
+def test_udp_replies_of_the_right_action_but_too_short_are_refused() -> None:
+    reply = udp.encode_scrape_response(6, [INFO_HASH], {})
+    with pytest.raises(TrackerError, match="too short"):
+        udp.decode_scrape_response(reply, 6, [INFO_HASH, b"\x01" * 20])
+    with pytest.raises(TrackerError, match="action 2, expected 1"):
+        udp.decode_announce_response(reply, 6, ipv6=False)
 
 
 # ---------------------------------------------------------------- BEP 12 tiers

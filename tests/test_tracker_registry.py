@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import random
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from opendistro.errors import TrackerError
-from opendistro.tracker.protocol import AnnounceEvent, AnnounceRequest, ScrapeStats
-from opendistro.tracker.registry import TrackerRegistry
+from opendistro.credit.identity import CreditIdentity
+from opendistro.errors import StorageError, TrackerError
+from opendistro.tracker import registry as registry_module
+from opendistro.tracker.credit import Standing
+from opendistro.tracker.protocol import AnnounceEvent, AnnounceRequest, ScrapeStats, sign_announce
+from opendistro.tracker.registry import PeerRecord, Swarm, TrackerRegistry
 from opendistro.tracker.store import TrackerStore, snapshot_registry
 
 HASH_A = b"A" * 20
 HASH_B = b"B" * 20
+SEEDER = CreditIdentity.from_seed(bytes([61]) * 32)
+OTHER_SEEDER = CreditIdentity.from_seed(bytes([62]) * 32)
 
 
 def peer_id(n: int) -> bytes:
@@ -124,6 +131,97 @@ def test_swarm_size_is_bounded() -> None:
     assert len(announce(registry, 99)) == 3  # a newcomer still gets peers
 
 
+def test_a_stop_from_a_stranger_is_answered_without_making_a_swarm() -> None:
+    registry = make_registry()
+    assert announce(registry, 1, event=AnnounceEvent.STOPPED) == ()
+    assert registry.stats().torrents == 0
+    assert registry.counters.announces == 1
+    announce(registry, 2)
+    assert announce(registry, 3, event=AnnounceEvent.STOPPED) == ()  # never announced before
+    assert registry.scrape([HASH_A]) == {HASH_A: ScrapeStats(0, 0, 1)}
+
+
+def test_a_full_tracker_refuses_new_torrents_but_serves_known_ones() -> None:
+    registry = make_registry(max_swarms=1)
+    announce(registry, 1)
+    with pytest.raises(TrackerError, match="tracker is full"):
+        announce(registry, 2, info_hash=HASH_B)
+    assert registry.counters.refused == 1
+    assert announce(registry, 2) == (("127.0.0.2", 10_001),)
+
+
+def test_numwant_zero_gets_no_peers_but_is_recorded() -> None:
+    registry = make_registry()
+    announce(registry, 1)
+    assert announce(registry, 2, numwant=0) == ()
+    assert registry.scrape([HASH_A]) == {HASH_A: ScrapeStats(0, 0, 2)}
+
+
+def test_restoring_an_empty_swarm_keeps_nothing() -> None:
+    registry = make_registry()
+    registry.restore(HASH_A, [], 0)
+    registry.restore(HASH_B, [], 3)
+    assert registry.scrape() == {HASH_B: ScrapeStats(0, 3, 0)}
+
+
+def test_a_swarm_that_knows_no_size_judges_a_leecher_at_zero() -> None:
+    swarm = Swarm()
+    leecher = PeerRecord(peer_id(1), "127.0.0.1", 1, left=10, last_seen=0.0)
+    assert swarm.completion(leecher) == 0.0
+    swarm.put(leecher)
+    assert swarm.completion(PeerRecord(peer_id(2), "127.0.0.1", 2, left=5, last_seen=0.0)) == 0.5
+    assert swarm.completion(PeerRecord(peer_id(3), "127.0.0.1", 3, left=0, last_seen=0.0)) == 1.0
+
+
+def test_proved_identities_wait_for_a_standing_until_given_one() -> None:
+    registry = make_registry()
+    request = AnnounceRequest(HASH_A, peer_id(1), 10_001, left=0)
+    registry.announce(sign_announce(request, SEEDER, time=1000), "127.0.0.2", 1000.0)
+    assert registry.needs_standings
+    assert registry.identities() == {SEEDER.public_key}
+    registry.set_standings([Standing(SEEDER.public_key, uploaded=5)])
+    assert not registry.needs_standings
+    assert registry.priority(SEEDER.public_key) == 5
+    assert registry.priority(None) == 0
+
+
+def test_remembered_standings_are_bounded_but_known_ones_still_update() -> None:
+    registry = make_registry()
+    crowd = [Standing(n.to_bytes(32, "big")) for n in range(100_000)]
+    registry.set_standings(crowd)
+    registry.remember_standing(Standing(SEEDER.public_key, uploaded=9))
+    assert not registry.knows_standing(SEEDER.public_key)  # no room for a stranger
+    registry.remember_standing(Standing(crowd[0].identity, uploaded=9))
+    assert registry.priority(crowd[0].identity) == 9
+
+
+def test_seeding_time_needs_time_to_pass_between_proved_seed_announces() -> None:
+    registry = make_registry(interval=100)
+    request = AnnounceRequest(HASH_A, peer_id(1), 10_001, left=0)
+    registry.announce(sign_announce(request, SEEDER, time=1000), "127.0.0.2", 1000.0)
+    registry.announce(sign_announce(request, SEEDER, time=1001), "127.0.0.2", 1000.0)
+    assert registry.take_seeding_credit() == {}  # no time passed: nothing to credit
+    registry.announce(sign_announce(request, SEEDER, time=1030), "127.0.0.2", 1030.0)
+    assert registry.take_seeding_credit() == {(SEEDER.public_key, HASH_A): 30.0}
+
+
+def test_pending_seeding_credit_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry_module, "_MAX_PENDING", 1)
+    registry = make_registry(interval=100)
+
+    def seed(n: int, identity: CreditIdentity, now: int) -> None:
+        request = AnnounceRequest(HASH_A, peer_id(n), 10_000 + n, left=0)
+        registry.announce(sign_announce(request, identity, time=now), "127.0.0.2", float(now))
+
+    for now in (1000, 1010, 1030):
+        seed(1, SEEDER, now)
+        seed(2, OTHER_SEEDER, now)
+    # room for one pending (identity, torrent): the first keeps counting, the second waits
+    assert registry.take_seeding_credit() == {(SEEDER.public_key, HASH_A): 30.0}
+    seed(2, OTHER_SEEDER, 1040)
+    assert registry.take_seeding_credit() == {(OTHER_SEEDER.public_key, HASH_A): 10.0}
+
+
 def test_store_round_trip_through_sqlite_file(tmp_path: Path) -> None:
     registry = make_registry()
     announce(registry, 1, now=5.0, left=0)
@@ -149,9 +247,29 @@ def test_store_round_trip_through_sqlite_file(tmp_path: Path) -> None:
 
 
 def test_store_reports_unusable_file_as_storage_error(tmp_path: Path) -> None:
-    from opendistro.errors import StorageError
-
     bad = tmp_path / "not-a-db"
     bad.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StorageError):
         TrackerStore(bad).load()
+
+
+def test_store_reports_a_failed_save_and_keeps_the_previous_snapshot(tmp_path: Path) -> None:
+    path = tmp_path / "tracker.db"
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("CREATE TABLE peers (info_hash BLOB, peer_id BLOB)")  # an older, other layout
+        db.execute("INSERT INTO peers VALUES (x'00', x'01')")
+    registry = make_registry()
+    announce(registry, 1)
+    with pytest.raises(StorageError, match="cannot save"):
+        TrackerStore(path).save(snapshot_registry(registry))
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT count(*) FROM peers").fetchone() == (1,)  # rolled back
+
+
+def test_store_reports_unreadable_rows_as_storage_error(tmp_path: Path) -> None:
+    path = tmp_path / "tracker.db"
+    TrackerStore(path).save([])
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("INSERT INTO peers VALUES (x'00', x'01', '127.0.0.1', 'port', 0, 0.0)")
+    with pytest.raises(StorageError, match="cannot read"):
+        TrackerStore(path).load()

@@ -18,7 +18,7 @@ import ssl
 import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import TypeAlias, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import trio
@@ -49,6 +49,9 @@ _TRANSPORT_ERRORS = (
     trio.BrokenResourceError,
     trio.ClosedResourceError,
 )
+
+#: What getaddrinfo gives to connect to: (host, port), or (host, port, flow, scope) for IPv6.
+_SocketAddress: TypeAlias = tuple[str, int] | tuple[str, int, int, int] | tuple[int, bytes]
 
 #: (host, port) -> (connection id, time.monotonic() when obtained)
 _connection_ids: dict[tuple[str, int], tuple[int, float]] = {}
@@ -152,20 +155,17 @@ async def _http_get(
 # ---------------------------------------------------------------- UDP
 
 
-async def _udp_socket(url: str) -> tuple[trio.socket.SocketType, tuple[str, int]]:
-    """A UDP socket connected to the tracker, so ICMP 'port unreachable' fails us fast."""
+async def _udp_socket(url: str) -> tuple[trio.socket.SocketType, _SocketAddress]:
+    """A UDP socket for the tracker, not yet connected, and the socket address to connect to.
+
+    The caller connects it inside ``with sock``, so a failed connect closes it;
+    a connected socket makes ICMP 'port unreachable' fail us fast. (getaddrinfo
+    raises rather than return an empty list, so there is a first address.)
+    """
     host, port = _host_and_port(url, None)
     infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    if not infos:
-        raise TrackerError(f"cannot resolve {host!r}")
-    family, kind, proto, _, address = infos[0]
-    sock = trio.socket.socket(family, kind, proto)
-    try:
-        await sock.connect(address)
-    except BaseException:
-        sock.close()
-        raise
-    return sock, (str(address[0]), int(address[1]))
+    family, kind, proto, _, sockaddr = infos[0]
+    return trio.socket.socket(family, kind, proto), sockaddr
 
 
 async def _exchange(
@@ -214,8 +214,10 @@ async def _with_connection_id(
     A cached id can be refused when the tracker restarted or its clock window
     moved; that deserves one new connect, not a failure.
     """
-    sock, address = await _udp_socket(url)
+    sock, sockaddr = await _udp_socket(url)
     with sock:
+        await sock.connect(sockaddr)
+        address = (str(sockaddr[0]), int(sockaddr[1]))
         cached = address in _connection_ids
         connection_id = await _connection_id(sock, address)
         try:

@@ -143,6 +143,7 @@ async def _post(url: str, body: bytes, ssl_context: ssl.SSLContext | None) -> tu
                 chunks.append(bytes(event.data))
             elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                 break
-    if status is None:
-        raise TrackerError(f"tracker {url} closed the connection without answering")
+    # h11 yields EndOfMessage, and ConnectionClosed, only after a Response: a hang-up
+    # before one is a RemoteProtocolError (a transport error to the caller).
+    assert status is not None
     return status, b"".join(chunks)

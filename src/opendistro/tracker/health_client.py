@@ -77,7 +77,7 @@ async def fetch_tracker_health(
     )
     try:
         document = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # deep nesting: RecursionError
         raise TrackerError(f"tracker {target} answered {status} without a JSON document") from None
     if not isinstance(document, dict):
         raise TrackerError(f"tracker {target} answered a JSON {type(document).__name__}")
