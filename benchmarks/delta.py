@@ -7,7 +7,9 @@ user would meet it:
 1. the publisher puts the new file in its folder, makes the torrent (hybrid,
    the mirror as its web seed) and runs :func:`publish_delta` (timed: the
    publisher's cost) with the previous release's index (made beforehand, in a
-   folder of its own, untimed), so that it also writes the pack of new chunks;
+   folder of its own, untimed), so that it also writes the pack of new chunks
+   and binary patches for contents that changed throughout (``--no-patches``:
+   chunks only);
    the package's own mirror server serves that folder and an opendistro
    client seeds it (``--no-pack``: no previous index, no pack);
 2. the old file lies in a folder of its own; :func:`update_from_previous`
@@ -41,7 +43,7 @@ search for the .deb alone takes ~155 MB. The last line is one JSON object.
 
     python3 benchmarks/delta.py [--quick] [--corpus DIR] [--pairs NAME_FORMAT,...]
                                 [--explain] [--piece-kib N] [--mirror-rtt-ms MS]
-                                [--delta-from mirror|peer] [--no-pack]
+                                [--delta-from mirror|peer] [--no-pack] [--no-patches]
 """
 
 from __future__ import annotations
@@ -316,6 +318,7 @@ async def run_pair(
                 publisher,
                 previous_index=previous_index,
                 previous_files=[old_file] if previous_index is not None else [],
+                patches=not args.no_patches,
             )
         )
         publish_s = time.perf_counter() - started
@@ -366,6 +369,10 @@ async def run_pair(
             else published.pack.blocks_size + len(published.pack.encode())
         ),
         "reused_bytes": outcome.bytes_reused,
+        "patches_in_pack": 0 if published.pack is None else len(published.pack.patches),
+        "patches_applied": outcome.patches_applied,
+        "patch_bytes": outcome.patch_bytes,
+        "patch_failures": len(outcome.patch_failures),
         "leecher_bytes_from_peers": status.bytes_from_peers,
         "leecher_bytes_from_mirrors": status.bytes_from_mirrors,
         "hash_failures": status.hash_failures,
@@ -433,7 +440,8 @@ def traffic_text(result: dict[str, Any]) -> str:
     return (
         f"    traffic {result['traffic_bytes']:,} B = index {result['index_bytes'] / size:.3f}"
         f" + rebuild {result['rebuild_fetched_bytes'] / size:.3f}"
-        f" (pack {result['pack_bytes'] / size:.3f})"
+        f" (pack {result['pack_bytes'] / size:.3f},"
+        f" {result['patches_applied']} patches {result['patch_bytes'] / size:.3f})"
         f" + swarm {swarm / size:.3f}"
         f" ({result['segments']} segments, {result['raw_fallbacks']} raw fallbacks,"
         f" pieces {result['piece_length'] >> 10} KiB)"
@@ -613,6 +621,8 @@ if __name__ == "__main__":
     parser.add_argument("--verbose", action="store_true", help="print each update's traffic")
     parser.add_argument("--no-pack", action="store_true",
                         help="publish without the previous release's index (no .odpack)")
+    parser.add_argument("--no-patches", action="store_true",
+                        help="a pack without binary patches (chunks only)")
     parser.add_argument("--piece-kib", type=int, help="piece length (default: create_torrent's)")
     parser.add_argument("--mirror-rtt-ms", type=float, default=0,
                         help="put the mirror behind a relay adding this round-trip time")

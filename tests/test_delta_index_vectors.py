@@ -13,6 +13,9 @@ import gzip
 import hashlib
 import io
 import json
+import lzma
+import random
+import struct
 import sys
 import tarfile
 import zlib
@@ -23,10 +26,11 @@ from typing import Any
 import pytest
 
 from opendistro import bencode
+from opendistro.delta.binpatch import apply_patch, make_patch
 from opendistro.delta.chunker import ChunkerParams, chunk_bytes, symbol_table
 from opendistro.delta.index import DeltaIndex, IndexedFile, Segment
 from opendistro.delta.tarcuts import TarCuts
-from opendistro.errors import DeltaIndexError
+from opendistro.errors import DeltaError, DeltaIndexError
 
 VECTORS = Path(__file__).resolve().parents[1] / "extensions" / "delta_index_vectors.json"
 
@@ -360,6 +364,28 @@ def test_good_index(vector: dict[str, Any]) -> None:
 def test_bad_index(vector: dict[str, Any]) -> None:
     with pytest.raises(DeltaIndexError, match=vector["match"]):
         DeltaIndex.decode(bytes.fromhex(vector["hex"]))
+
+
+PATCHES = DOCUMENT.get("patches", {"good": [], "bad": []})
+
+
+def test_patch_vectors_cover_adds_inserts_and_refusals() -> None:
+    assert len(PATCHES["good"]) >= 3 and len(PATCHES["bad"]) >= 8
+    names = [v["name"] for v in PATCHES["good"] + PATCHES["bad"]]
+    assert len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize("vector", PATCHES["good"], ids=lambda v: v["name"])
+def test_good_patch(vector: dict[str, Any]) -> None:
+    base, patch = bytes.fromhex(vector["base_hex"]), bytes.fromhex(vector["patch_hex"])
+    assert b"".join(apply_patch(patch, base)).hex() == vector["result_hex"]
+
+
+@pytest.mark.parametrize("vector", PATCHES["bad"], ids=lambda v: v["name"])
+def test_bad_patch(vector: dict[str, Any]) -> None:
+    base, patch = bytes.fromhex(vector["base_hex"]), bytes.fromhex(vector["patch_hex"])
+    with pytest.raises(DeltaError, match=vector["match"]):
+        b"".join(apply_patch(patch, base))
 
 
 # -- regenerating -------------------------------------------------------------------------
@@ -896,6 +922,98 @@ def _bad_indexes(  # pragma: no cover
     return bad
 
 
+def _leb128(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _xz(data: bytes) -> bytes:
+    return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_NONE)
+
+
+def build_patch(
+    base_length: int, result_length: int, operations: bytes, difference: bytes, literal: bytes,
+    *, stated: tuple[int, int, int] | None = None,
+) -> bytes:
+    """A patch of spec/delta-index.md §5.3 put together from its three streams, by hand.
+
+    ``stated``: the decompressed stream lengths the header gives, if not the true ones.
+    """
+    streams = [operations, difference, literal]
+    packed = [_xz(stream) for stream in streams]
+    lengths = list(stated) if stated is not None else [len(stream) for stream in streams]
+    numbers = [base_length, result_length, *lengths, *map(len, packed)]
+    return b"ODBP\x01" + b"".join(map(_leb128, numbers)) + b"".join(packed)
+
+
+def _add(length: int, move: int) -> bytes:
+    return _leb128(length << 1) + _leb128(move * 2 if move >= 0 else -move * 2 - 1)
+
+
+def _insert(length: int) -> bytes:
+    return _leb128(length << 1 | 1)
+
+
+def _patch_vectors() -> dict[str, list[dict[str, str]]]:  # pragma: no cover - run by hand
+    base = b"The quick brown fox jumps over the lazy dog."
+    # "The quick " + "red" + " fox jumps over the lazy doh." + "!!" + "quick"
+    operations = _add(10, 0) + _insert(3) + _add(29, 5) + _insert(2) + _add(5, -40)
+    difference = bytes(10) + bytes(27) + b"\x01" + bytes(1) + bytes(5)  # "dog" -> "doh"
+    result = b"The quick red fox jumps over the lazy doh.!!quick"
+    by_hand = build_patch(len(base), len(result), operations, difference, b"red!!")
+    assert b"".join(apply_patch(by_hand, base)) == result
+    rng = random.Random(11)
+    code = [(rng.choice(b"\x48\xe8\xe9"), rng.randrange(1 << 20) * 5) for _ in range(400)]
+    old = b"".join(struct.pack("<BI", opcode, target) for opcode, target in code)
+    new = b"".join(struct.pack("<BI", opcode, target + 40) for opcode, target in code)
+    new = new[:900] + b"inserted bytes" + new[900:]
+    made = make_patch(old, new)
+    good = [
+        ("adds, inserts and a move back", base, by_hand, result),
+        ("a rebuilt program, made by opendistro", old, made, new),
+        ("an empty result", base, build_patch(len(base), 0, b"", b"", b""), b""),
+    ]
+    bad = [
+        ("unknown magic", base, by_hand[:4] + b"\x02" + by_hand[5:], "unknown version"),
+        ("truncated", base, by_hand[:-1], "fill it exactly"),
+        ("a byte after the streams", base, by_hand + b"\x00", "fill it exactly"),
+        ("base of another length", base + b"!", by_hand, "another length"),
+        ("stream lengths that do not add up", base,
+         build_patch(len(base), len(result) + 1, operations, difference, b"red!!"),
+         "do not add up"),
+        ("an add reading past the old content", base,
+         build_patch(len(base), 50, _add(50, 0), bytes(50), b""), "outside the old content"),
+        ("an add before the old content", base,
+         build_patch(len(base), 5, _add(5, -1), bytes(5), b""), "outside the old content"),
+        ("an empty operation", base,
+         build_patch(len(base), 5, _insert(0) + _insert(5), b"", b"abcde"), "empty"),
+        ("operations producing too little", base,
+         build_patch(len(base), 6, _insert(5), b"", b"abcdef"), "stated length"),
+        ("a difference stream holding more than its stated length", base,
+         build_patch(len(base), 5, _add(5, 0), bytes(6), b"", stated=(2, 5, 0)),
+         "longer than its operations"),
+        ("a literal stream shorter than its operations", base,
+         build_patch(len(base), 5, _insert(6), b"", b"abcde"), "overruns|shorter"),
+        ("a stream that is not xz", base,
+         by_hand.replace(_xz(b"red!!"), b"\x00" * len(_xz(b"red!!"))), "decompress"),
+    ]
+    return {
+        "good": [
+            {"name": name, "base_hex": b.hex(), "patch_hex": p.hex(), "result_hex": r.hex()}
+            for name, b, p, r in good
+        ],
+        "bad": [
+            {"name": name, "base_hex": b.hex(), "patch_hex": p.hex(), "error": "DeltaError",
+             "match": match}
+            for name, b, p, match in bad
+        ],
+    }
+
+
 def _generate() -> dict[str, Any]:  # pragma: no cover - run by hand
     good = _good_indexes()
     encoded = [index.encode() for _, index in good]
@@ -913,7 +1031,10 @@ def _generate() -> dict[str, Any]:  # pragma: no cover - run by hand
             " content ended, spec §2.7; such vectors have content_format tar). `index.good`:"
             " an encoded index (hex) and its decoded content; `index.bad`: a malformed index"
             " (hex) that a receiver must refuse; `match` is a regular expression that opendistro's"
-            " DeltaIndexError message matches, naming the rule broken."
+            " DeltaIndexError message matches, naming the rule broken. `patches.good`: a binary"
+            " patch of spec §5.3 (hex), the old content it applies to and the result;"
+            " `patches.bad`: a patch a receiver must refuse for that old content (`match` as"
+            " for indexes, on opendistro's DeltaError)."
         ),
         "tables": [
             {"seed_hex": seed.hex(), "table_hex": bytes(reference_table(seed)).hex()}
@@ -930,6 +1051,7 @@ def _generate() -> dict[str, Any]:  # pragma: no cover - run by hand
                 for name, data, match in _bad_indexes(*encoded)
             ],
         },
+        "patches": _patch_vectors(),
     }
 
 

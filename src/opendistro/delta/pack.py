@@ -11,7 +11,17 @@ list (each once), in index order, compressed in blocks of about 1 MiB
 
 - ``NAME.odpack``: a small bencoded header: which chunk lies in which block
   at which offset, and every block's compressed and content length;
-- ``NAME.odblocks``: the compressed blocks one after another.
+- ``NAME.odblocks``: the compressed blocks one after another, then the
+  binary patches the header lists, if any (version 2).
+
+A segment whose content changed throughout (recompiled native code) has few
+chunks in common with its old version, yet most of its bytes: the publisher
+then adds a *binary patch* (:mod:`opendistro.delta.binpatch`) against the old
+content, bound to that content's SHA-256 and to the SHA-256 of the result,
+when it is smaller than the segment's chunks in the blocks. Those chunks go
+into blocks of their own after all others, so a client that applies the
+patch does not fetch them, and a client whose old content differs still
+finds them there.
 
 A client updating from the previous release needs nearly every chunk of the
 pack, so fetching whole blocks wastes little, and it fetches each run of
@@ -27,7 +37,7 @@ import lzma
 import os
 import struct
 import zlib
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,11 +56,15 @@ __all__ = [
     "PACK_VERSION",
     "PackHeader",
     "PackedChunk",
+    "PackedPatch",
+    "SegmentPatch",
     "decompress_block",
     "write_pack",
 ]
 
 PACK_VERSION = 1
+PATCH_PACK_VERSION = 2
+"""The version of a pack that lists binary patches (one without any stays version 1)."""
 CODECS = ("xz", "zlib")
 BLOCK_SIZE = 1 << 20
 """Content per block the publisher aims for (a block ends after the chunk that reaches it)."""
@@ -60,6 +74,8 @@ MAX_BLOCK_COMPRESSED = MAX_BLOCK_CONTENT + (64 << 10)
 MAX_HEADER_SIZE = 64 << 20
 MAX_BLOCKS = 1_000_000
 MAX_PACKED_CHUNKS = 2_000_000
+MAX_PATCHES = 100_000
+MAX_PATCH_LENGTH = 1 << 32
 
 _BLOCK_ENTRY = struct.Struct(">II")
 _CHUNK_ENTRY = struct.Struct(f">{HASH_SIZE}sIII")
@@ -79,6 +95,39 @@ class PackedChunk:
     length: int
 
 
+@dataclass(frozen=True, slots=True)
+class PackedPatch:
+    """A binary patch that turns old content into the content of segment ``segment`` of file
+    ``file`` (numbers as in the index), ``length`` bytes at ``offset`` of ``NAME.odblocks``."""
+
+    file: int
+    segment: int
+    base_length: int
+    base_sha256: bytes
+    """SHA-256 of the exact old content the patch applies to."""
+    result_sha256: bytes
+    """SHA-256 of the segment's content the patch produces."""
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class SegmentPatch:
+    """A patch the publisher made (:mod:`opendistro.delta.patching`), before it is packed."""
+
+    file: int
+    segment: int
+    base_length: int
+    base_sha256: bytes
+    result_sha256: bytes
+    data: bytes
+
+
+_PATCH_KEYS = frozenset({
+    b"base-length", b"base-sha256", b"file", b"length", b"result-sha256", b"segment"
+})
+
+
 @dataclass(frozen=True)
 class PackHeader:
     """The decoded ``NAME.odpack``: see the module docstring."""
@@ -89,9 +138,11 @@ class PackHeader:
     blocks: tuple[tuple[int, int], ...]
     """Per block ``(compressed length, content length)``, in ``.odblocks`` order."""
     chunks: dict[bytes, PackedChunk]
+    patches: tuple[PackedPatch, ...] = ()
+    """Binary patches, in ``NAME.odblocks`` order after the blocks (version 2)."""
 
     offsets: tuple[int, ...] = field(init=False, repr=False, compare=False)
-    """Where each block starts in ``NAME.odblocks``, and (last) the file's size."""
+    """Where each block starts in ``NAME.odblocks``, and (last) where the blocks end."""
 
     def __post_init__(self) -> None:
         offsets = [0]
@@ -101,11 +152,11 @@ class PackHeader:
 
     @property
     def blocks_size(self) -> int:
-        """The size of ``NAME.odblocks``."""
-        return self.offsets[-1]
+        """The size of ``NAME.odblocks``: the blocks and the patches after them."""
+        return self.offsets[-1] + sum(patch.length for patch in self.patches)
 
     def encode(self) -> bytes:
-        return bencode.encode({
+        fields: dict[bytes, Any] = {
             b"blocks": b"".join(_BLOCK_ENTRY.pack(*block) for block in self.blocks),
             b"chunks": b"".join(
                 _CHUNK_ENTRY.pack(digest, where.block, where.offset, where.length)
@@ -114,7 +165,21 @@ class PackHeader:
             b"codec": self.codec.encode(),
             b"index-sha256": self.index_sha256,
             b"version": PACK_VERSION,
-        })
+        }
+        if self.patches:
+            fields[b"version"] = PATCH_PACK_VERSION
+            fields[b"patches"] = [
+                {
+                    b"base-length": patch.base_length,
+                    b"base-sha256": patch.base_sha256,
+                    b"file": patch.file,
+                    b"length": patch.length,
+                    b"result-sha256": patch.result_sha256,
+                    b"segment": patch.segment,
+                }
+                for patch in self.patches
+            ]
+        return bencode.encode(fields)
 
     @classmethod
     def decode(cls, data: bytes) -> PackHeader:
@@ -127,9 +192,13 @@ class PackHeader:
             raise DeltaError(f"the pack header is not bencoded: {exc}") from exc
         if not isinstance(raw, dict) or bencode.encode(raw) != bytes(data):
             raise DeltaError("the pack header is not a canonical bencoded dictionary")
-        if raw.get(b"version") != PACK_VERSION:
-            raise DeltaError(f"unsupported pack version {raw.get(b'version')!r}")
-        if set(raw) != {b"blocks", b"chunks", b"codec", b"index-sha256", b"version"}:
+        version = raw.get(b"version")
+        if version not in (PACK_VERSION, PATCH_PACK_VERSION):
+            raise DeltaError(f"unsupported pack version {version!r}")
+        keys = {b"blocks", b"chunks", b"codec", b"index-sha256", b"version"}
+        if version == PATCH_PACK_VERSION:
+            keys.add(b"patches")
+        if set(raw) != keys:
             raise DeltaError("the pack header has missing or unknown keys")
         codec, digest = raw[b"codec"], raw[b"index-sha256"]
         blocks_raw, chunks_raw = raw[b"blocks"], raw[b"chunks"]
@@ -139,7 +208,9 @@ class PackHeader:
             raise DeltaError("the pack's index-sha256 must be 32 bytes")
         blocks = _decode_blocks(blocks_raw)
         chunks = _decode_chunks(chunks_raw, blocks)
-        return cls(codec.decode(), digest, blocks, chunks)
+        end = sum(compressed for compressed, _ in blocks)
+        patches = _decode_patches(raw[b"patches"], end) if b"patches" in raw else ()
+        return cls(codec.decode(), digest, blocks, chunks, patches)
 
 
 def _decode_blocks(raw: Any) -> tuple[tuple[int, int], ...]:
@@ -167,6 +238,33 @@ def _decode_chunks(raw: Any, blocks: tuple[tuple[int, int], ...]) -> dict[bytes,
             raise DeltaError("a pack lists a chunk twice")
         chunks[digest] = PackedChunk(block, offset, length)
     return chunks
+
+
+def _decode_patches(raw: Any, start: int) -> tuple[PackedPatch, ...]:
+    if not isinstance(raw, list) or not 0 < len(raw) <= MAX_PATCHES:
+        raise DeltaError(f"pack patches must be a list of 1 to {MAX_PATCHES} dictionaries")
+    patches: list[PackedPatch] = []
+    targets: set[tuple[int, int]] = set()
+    offset = start
+    for entry in raw:
+        if not isinstance(entry, dict) or set(entry) != _PATCH_KEYS:
+            raise DeltaError("a pack patch has missing or unknown keys")
+        numbers = [entry[key] for key in (b"file", b"segment", b"base-length", b"length")]
+        if not all(type(value) is int and value >= 0 for value in numbers):
+            raise DeltaError("a pack patch's numbers must be non-negative integers")
+        file, segment, base_length, length = numbers
+        if not 0 < length <= MAX_PATCH_LENGTH or base_length > MAX_PATCH_LENGTH:
+            raise DeltaError("a pack patch's lengths are out of range")
+        digests = [entry[b"base-sha256"], entry[b"result-sha256"]]
+        if not all(isinstance(value, bytes) and len(value) == 32 for value in digests):
+            raise DeltaError("a pack patch's SHA-256 values must be 32 bytes")
+        if (file, segment) in targets:
+            raise DeltaError("a pack lists two patches for one segment")
+        targets.add((file, segment))
+        patches.append(PackedPatch(file, segment, base_length, digests[0], digests[1],
+                                   offset, length))
+        offset += length
+    return tuple(patches)
 
 
 def compress_block(codec: str, content: bytes) -> bytes:
@@ -200,16 +298,16 @@ def decompress_block(codec: str, data: bytes, length: int) -> bytes:
     return content
 
 
-def _chunk_bytes(root: Path, index: DeltaIndex, name: str,
-                 multi_file: bool) -> Iterator[tuple[bytes, bytes]]:
-    """Every chunk of the release in index order, as ``(hash, bytes)``."""
+def _chunk_bytes(root: Path, index: DeltaIndex, name: str, multi_file: bool,
+                 wanted: Callable[[int, int], bool]) -> Iterator[tuple[bytes, bytes]]:
+    """Every chunk of the ``wanted`` segments in index order, as ``(hash, bytes)``."""
     from .archives import read_content
 
-    for indexed in index.files:
+    for file_number, indexed in enumerate(index.files):
         parts = (name, *indexed.path) if multi_file else (name,)
         source = root.joinpath(*parts)
-        for segment in indexed.segments:
-            if not segment.chunks:
+        for segment_number, segment in enumerate(indexed.segments):
+            if not segment.chunks or not wanted(file_number, segment_number):
                 continue
             lengths = iter(segment.chunks)
             length, digest = next(lengths)
@@ -234,15 +332,18 @@ def write_pack(
     header_path: Path,
     blocks_path: Path,
     codec: str = "xz",
+    patches: Sequence[SegmentPatch] = (),
 ) -> PackHeader:
     """Write the pack of ``index``'s release (in ``root``): its chunks not ``known`` (blocking).
 
     ``known`` is what users of the previous release have: the chunk hashes of
     its index (:func:`index_chunk_hashes`), or better, of its files chunked as
-    a client chunks them (:func:`file_chunk_hashes`).
+    a client chunks them (:func:`file_chunk_hashes`). Of ``patches``, those
+    smaller than what their segment's chunks cost in the blocks are kept.
     """
     if codec not in CODECS:
         raise DeltaError(f"unknown pack codec {codec!r}")
+    patched = {(patch.file, patch.segment) for patch in patches}
     chunks: dict[bytes, PackedChunk] = {}
     blocks: list[tuple[int, int]] = []
     content = bytearray()
@@ -255,20 +356,38 @@ def write_pack(
             blocks.append((len(compressed), len(content)))
             content.clear()
 
-        for digest, data in _chunk_bytes(root, index, index.name, multi_file):
-            if digest in known or digest in chunks or len(data) > MAX_BLOCK_CONTENT:
-                continue
-            if len(content) + len(data) > MAX_BLOCK_CONTENT:
+        # Chunks of segments with a patch last, in blocks of their own: a client applying
+        # the patch fetches none of them.
+        for late in (False, True):
+
+            def wanted(file: int, segment: int, late: bool = late) -> bool:
+                return ((file, segment) in patched) == late
+
+            for digest, data in _chunk_bytes(root, index, index.name, multi_file, wanted):
+                if digest in known or digest in chunks or len(data) > MAX_BLOCK_CONTENT:
+                    continue
+                if len(content) + len(data) > MAX_BLOCK_CONTENT:
+                    flush()
+                chunks[digest] = PackedChunk(len(blocks), len(content), len(data))
+                content += data
+                if len(content) >= BLOCK_SIZE:
+                    flush()
+            if content:
                 flush()
-            chunks[digest] = PackedChunk(len(blocks), len(content), len(data))
-            content += data
-            if len(content) >= BLOCK_SIZE:
-                flush()
-        if content:
-            flush()
-    header = PackHeader(codec, hashlib.sha256(index_bytes).digest(), tuple(blocks), chunks)
+        kept = _worthwhile(patches, index, chunks, blocks)
+        packed: list[PackedPatch] = []
+        offset = out.tell()
+        for patch in kept:
+            out.write(patch.data)
+            packed.append(PackedPatch(patch.file, patch.segment, patch.base_length,
+                                      patch.base_sha256, patch.result_sha256, offset,
+                                      len(patch.data)))
+            offset += len(patch.data)
+    header = PackHeader(codec, hashlib.sha256(index_bytes).digest(), tuple(blocks), chunks,
+                        tuple(packed))
     encoded = header.encode()
-    if len(encoded) > MAX_HEADER_SIZE or len(blocks) > MAX_BLOCKS:
+    # Over 2 million new chunks or a terabyte of blocks: too large to build in a test.
+    if len(encoded) > MAX_HEADER_SIZE or len(blocks) > MAX_BLOCKS:  # pragma: no cover
         os.unlink(partial)
         raise DeltaError("the release has too many new chunks for a pack")
     os.replace(partial, blocks_path)
@@ -276,6 +395,30 @@ def write_pack(
     header_partial.write_bytes(encoded)
     os.replace(header_partial, header_path)
     return header
+
+
+def _worthwhile(
+    patches: Sequence[SegmentPatch],
+    index: DeltaIndex,
+    chunks: dict[bytes, PackedChunk],
+    blocks: list[tuple[int, int]],
+) -> list[SegmentPatch]:
+    """The patches smaller than their segment's new chunks (priced at their blocks' ratio)
+    and, for a compressed segment, than the segment itself."""
+    kept = []
+    for patch in patches:
+        segment = index.files[patch.file].segments[patch.segment]
+        cost = 0
+        for length, digest in segment.chunks:
+            where = chunks.get(digest)
+            if where is not None:
+                compressed, content = blocks[where.block]
+                cost += length * compressed // content
+        if segment.kind != "raw":
+            cost = min(cost, segment.length)
+        if len(patch.data) < cost and len(patch.data) <= MAX_PATCH_LENGTH:
+            kept.append(patch)
+    return kept
 
 
 def index_chunk_hashes(index: DeltaIndex) -> set[bytes]:

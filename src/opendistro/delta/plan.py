@@ -14,6 +14,11 @@ and recompressing, and the plan says so (``whole``). By default the cost is
 the missing content's length (it travels uncompressed); a driver that gets
 content compressed (a pack on a mirror, a peer answering with zlib) passes a
 :data:`FetchCost` that says what the missing chunks really cost.
+
+A segment may also have a binary patch against old content the client holds
+(:mod:`opendistro.delta.binpatch`); with a :data:`PatchCost` the plan takes
+it where it costs less than the missing chunks (or the whole segment) and
+keeps the chunk plan beside it, for when the patch does not apply.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ __all__ = [
     "ChunkCatalogue",
     "Fetch",
     "FetchCost",
+    "PatchCost",
     "Reuse",
     "SegmentPlan",
     "UpdatePlan",
@@ -38,6 +44,10 @@ SourceKey = TypeVar("SourceKey", bound=Hashable)
 
 FetchCost = Callable[[Segment, Sequence[tuple[int, bytes]]], int]
 """Bytes it would take to fetch the given missing ``(length, hash)`` chunks of a segment."""
+
+
+PatchCost = Callable[[int, int, Segment], int | None]
+"""Bytes to fetch a usable patch for segment ``(file number, segment number)``; None: none."""
 
 
 def _content_cost(segment: Segment, missing: Sequence[tuple[int, bytes]]) -> int:
@@ -71,6 +81,9 @@ class SegmentPlan(Generic[SourceKey]):
     kind: str
     whole: bool
     ops: list[Reuse[SourceKey] | Fetch] = field(default_factory=list)
+    patch_bytes: int | None = None
+    """When set, the segment's content comes from a binary patch of this size; ``whole`` and
+    ``ops`` are what to do instead if the patch turns out not to apply."""
 
     @property
     def reused(self) -> int:
@@ -91,16 +104,26 @@ class UpdatePlan(Generic[SourceKey]):
 
     @property
     def content_reused(self) -> int:
-        return sum(plan.reused for plan in self.segments if not plan.whole)
+        return sum(
+            plan.reused for plan in self.segments if not plan.whole and plan.patch_bytes is None
+        )
 
     @property
     def content_fetched(self) -> int:
-        return sum(plan.fetched for plan in self.segments if not plan.whole)
+        return sum(
+            plan.fetched for plan in self.segments if not plan.whole and plan.patch_bytes is None
+        )
+
+    @property
+    def patch_bytes(self) -> int:
+        """Bytes of the binary patches the plan applies."""
+        return sum(plan.patch_bytes or 0 for plan in self.segments)
 
     @property
     def bytes_to_transfer(self) -> int:
-        """Content to fetch plus segments fetched whole: the update's traffic, index aside."""
-        return self.content_fetched + self.whole_bytes
+        """Content to fetch, segments fetched whole and patches: the update's traffic, index
+        aside."""
+        return self.content_fetched + self.whole_bytes + self.patch_bytes
 
 
 class ChunkCatalogue(Generic[SourceKey]):
@@ -130,20 +153,24 @@ class ChunkCatalogue(Generic[SourceKey]):
 
 
 def plan_update(
-    index: DeltaIndex, old: ChunkCatalogue[SourceKey], fetch_cost: FetchCost | None = None
+    index: DeltaIndex,
+    old: ChunkCatalogue[SourceKey],
+    fetch_cost: FetchCost | None = None,
+    patch_cost: PatchCost | None = None,
 ) -> UpdatePlan[SourceKey]:
     """Plan every segment of the release described by ``index`` against the old chunks.
 
     ``fetch_cost`` prices a compressed segment's missing chunks for the
-    whole-or-delta decision (default: their length).
+    whole-or-delta decision (default: their length); ``patch_cost`` says which
+    segments have a usable binary patch and what it costs.
     """
     plans: list[SegmentPlan[SourceKey]] = []
     whole_bytes = 0
     cost = fetch_cost or _content_cost
     for file_number, indexed in enumerate(index.files):
         for segment_number, segment in enumerate(indexed.segments):
-            plan = _plan_segment(file_number, segment_number, segment, old, cost)
-            if plan.whole:
+            plan = _plan_segment(file_number, segment_number, segment, old, cost, patch_cost)
+            if plan.whole and plan.patch_bytes is None:
                 whole_bytes += segment.length
             plans.append(plan)
     return UpdatePlan(plans, whole_bytes)
@@ -155,6 +182,7 @@ def _plan_segment(
     segment: Segment,
     old: ChunkCatalogue[SourceKey],
     cost: FetchCost,
+    patch_cost: PatchCost | None,
 ) -> SegmentPlan[SourceKey]:
     plan: SegmentPlan[SourceKey] = SegmentPlan(file_number, segment_number, segment.kind, False)
     ops = plan.ops
@@ -182,7 +210,18 @@ def _plan_segment(
             else:
                 ops.append(Reuse(source, source_offset, offset, length))
         offset += length
-    if segment.kind != "raw" and missing and cost(segment, missing) >= segment.length:
-        plan.whole = True
-        plan.ops = []
+    price: int | None = None
+    if segment.kind != "raw" and missing:
+        price = cost(segment, missing)
+        if price >= segment.length:
+            plan.whole = True
+            plan.ops = []
+            price = segment.length
+    if missing and patch_cost is not None:
+        patch = patch_cost(file_number, segment_number, segment)
+        if patch is not None:
+            if price is None:
+                price = cost(segment, missing)
+            if patch < price:
+                plan.patch_bytes = patch
     return plan

@@ -5,6 +5,9 @@ tarballs, :mod:`opendistro.delta.archives`) and writes, next to the data, the
 files a mirror serves (``spec/delta-index.md``):
 
 - ``NAME.odindex``: the delta index, beside the single file or the folder;
+- ``NAME.odindex.xz``: the same, compressed, when that saves a tenth or more
+  (chunk hashes do not compress, the rest of a zip's index does); a client
+  fetches it first and treats what it decompresses to exactly as the index;
 - ``FILE.odcontent`` beside each file that has compressed segments: their
   uncompressed content one after another, so that a client fetches changed
   content with ``Range`` requests. Files without compressed segments get none.
@@ -15,6 +18,7 @@ serve the same to peers over ``od_delta`` from their own copy.
 
 from __future__ import annotations
 
+import lzma
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,12 +30,16 @@ from .archives import read_content, segment_file
 from .chunker import ChunkerParams
 from .index import DeltaIndex, IndexedFile, build_index
 from .pack import PackHeader, file_chunk_hashes, index_chunk_hashes, write_pack
+from .patching import find_patches
 
 __all__ = [
+    "COMPRESSED_INDEX_SUFFIX",
     "PACK_BLOCKS_SUFFIX",
     "PACK_SUFFIX",
     "PublishedDelta",
+    "compress_index",
     "content_path",
+    "decompress_index",
     "index_path",
     "pack_paths",
     "publish_delta",
@@ -39,6 +47,32 @@ __all__ = [
 
 PACK_SUFFIX = ".odpack"
 PACK_BLOCKS_SUFFIX = ".odblocks"
+COMPRESSED_INDEX_SUFFIX = ".xz"
+"""Appended to ``NAME.odindex`` for the compressed copy."""
+_INDEX_XZ_FILTERS: list[dict[str, int]] = [
+    {"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": 8 << 20}
+]
+_INDEX_XZ_MEMLIMIT = 64 << 20
+
+
+def compress_index(data: bytes) -> bytes:
+    """The encoded index as one .xz stream (no check: the index's SHA-256 is checked)."""
+    return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_NONE,
+                         filters=_INDEX_XZ_FILTERS)
+
+
+def decompress_index(data: bytes, limit: int) -> bytes | None:
+    """What a ``NAME.odindex.xz`` holds, at most ``limit`` bytes; None when it is broken."""
+    try:
+        inflater = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=_INDEX_XZ_MEMLIMIT)
+        content = inflater.decompress(data, limit)
+        if not inflater.eof:
+            content += inflater.decompress(b"", 1)
+    except (lzma.LZMAError, EOFError):
+        return None
+    if not inflater.eof or inflater.unused_data or len(content) > limit:
+        return None
+    return content
 
 
 @dataclass(frozen=True)
@@ -79,6 +113,8 @@ def publish_delta(
     params: ChunkerParams | None = None,
     previous_index: DeltaIndex | None = None,
     previous_files: Sequence[Path] = (),
+    *,
+    patches: bool = True,
 ) -> PublishedDelta:
     """Index the release in ``root`` (laid out as for seeding) and write its delta files.
 
@@ -87,7 +123,9 @@ def publish_delta(
     parameters the previous index used (``params`` defaults to them then), or
     no chunk will match. With ``previous_files`` (that release's files or folders) the
     pack holds exactly what a client with them lacks, also inside compressed
-    streams the previous index could only describe as raw bytes.
+    streams the previous index could only describe as raw bytes, and (unless
+    ``patches`` is false) binary patches for contents that changed throughout
+    (:mod:`opendistro.delta.patching`).
     """
     if params is None and previous_index is not None:
         params = previous_index.params
@@ -112,11 +150,22 @@ def publish_delta(
     partial = path.with_name(path.name + ".partial")
     partial.write_bytes(data)
     os.replace(partial, path)
+    small = compress_index(data)
+    compressed_path = path.with_name(path.name + COMPRESSED_INDEX_SUFFIX)
+    if len(small) * 10 <= len(data) * 9:
+        partial.write_bytes(small)
+        os.replace(partial, compressed_path)
+    else:
+        compressed_path.unlink(missing_ok=True)  # a stale one would name another index
     pack = None
     if previous_index is not None or previous_files:
         known = index_chunk_hashes(previous_index) if previous_index is not None else set()
         known |= file_chunk_hashes(previous_files, index.params)
         header_path, blocks_path = pack_paths(base, metainfo)
+        found = (
+            find_patches(base, index, known, previous_files, multi_file=metainfo.is_multi_file)
+            if patches and previous_files else []
+        )
         pack = write_pack(base, index, data, known, multi_file=metainfo.is_multi_file,
-                          header_path=header_path, blocks_path=blocks_path)
+                          header_path=header_path, blocks_path=blocks_path, patches=found)
     return PublishedDelta(index, path, len(data), tuple(written), pack)

@@ -7,6 +7,9 @@ plans what to reuse and what to fetch (:mod:`opendistro.delta.plan`), fetches
 the missing content with HTTP ``Range`` requests (compressed blocks of the
 release's pack when the mirror has one, :mod:`opendistro.delta.pack`; else
 file bytes for raw segments, the ``.odcontent`` sidecar for compressed ones),
+applies the pack's binary patches to old contents it holds where they cost
+less than the chunks (each result checked against the index's chunk hashes
+before use; a patch that does not apply falls back to the chunks),
 and writes the rebuilt files into the torrent's staging folder through
 :class:`~opendistro.storage.files.FileStorage`. What content costs to fetch
 (compressed in a pack or from a peer that compresses, plain otherwise) decides
@@ -39,18 +42,25 @@ import trio
 from .. import http_get
 from ..delta.archives import SegmentLayout, read_range, rebuild
 from ..delta.index import DeltaIndex, IndexedFile, Segment
-from ..delta.pack import PackHeader, decompress_block
+from ..delta.pack import PackedPatch, PackHeader, decompress_block
+from ..delta.patchapply import OldContent, apply_checked, find_bases
 from ..delta.plan import (
     ChunkCatalogue,
     Fetch,
     FetchCost,
+    PatchCost,
     Reuse,
     SegmentPlan,
     UpdatePlan,
     plan_update,
 )
 from ..delta.previous import files_below, old_chunks, old_layouts
-from ..delta.publish import PACK_BLOCKS_SUFFIX, PACK_SUFFIX
+from ..delta.publish import (
+    COMPRESSED_INDEX_SUFFIX,
+    PACK_BLOCKS_SUFFIX,
+    PACK_SUFFIX,
+    decompress_index,
+)
 from ..errors import DeltaPeerError, IntegrityError, MirrorError, OpenDistroError
 from ..metainfo import FileEntry, Metainfo
 from ..mirrors.http import HttpMirror
@@ -110,6 +120,12 @@ class DeltaOutcome:
     raw_fallbacks: list[str] = field(default_factory=list)
     """Index notes on compressed data the publisher could not make reproducible."""
     failures: list[str] = field(default_factory=list)
+    patches_applied: int = 0
+    """Segments rebuilt from a binary patch of the pack."""
+    patch_bytes: int = 0
+    """Bytes of the patches fetched (also counted in ``bytes_fetched`` and ``pack_bytes``)."""
+    patch_failures: list[str] = field(default_factory=list)
+    """Patches that did not apply or check out; their segments were fetched as chunks."""
     """Segments that could not be rebuilt; the swarm fetches their pieces instead."""
     index: DeltaIndex | None = None
     """The index used (a client that completes serves it on to others)."""
@@ -210,10 +226,9 @@ async def update_from_previous(
             base = mirrors[0] if mirrors else None
             outcome.index_bytes = len(index_data)
         else:
-            (delta_index, index_data), base = await _fetch_index(
+            (delta_index, index_data), base, outcome.index_bytes = await _fetch_index(
                 client, metainfo, mirrors, index_sha256
             )
-            outcome.index_bytes = len(index_data)
             pack = await _fetch_pack_header(metainfo, base, index_data)
             if pack is not None:
                 outcome.pack_bytes = pack.header_size
@@ -224,10 +239,18 @@ async def update_from_previous(
             catalogue, olds = await trio.to_thread.run_sync(
                 catalogue_old_files, previous, delta_index, scratch
             )
+            header_bytes = pack.header_size if pack is not None else 0
+            patches: dict[tuple[int, int], tuple[PackedPatch, OldContent]] = {}
+            blocks_url, blocks_size = "", 0
+            if pack is not None and pack.header.patches:
+                blocks_url, blocks_size = pack.blocks_url, pack.header.blocks_size
+                patches = await trio.to_thread.run_sync(
+                    find_bases, pack.header.patches, delta_index, _old_contents(olds)
+                )
             if pack is not None:
                 pack = _worth_fetching(pack, delta_index, catalogue)
             cost = _fetch_cost(pack, peer)
-            plan = plan_update(delta_index, catalogue, cost)
+            plan = plan_update(delta_index, catalogue, cost, _patch_cost(patches))
             outcome.file_costs = file_costs(delta_index, plan, cost)
             if choose is not None:
                 wanted = set(choose(outcome.index_bytes, outcome.file_costs))
@@ -235,12 +258,19 @@ async def update_from_previous(
             outcome.files_rebuilt = sorted({segment.file for segment in plan.segments})
             if choose is not None and not plan.segments:
                 return outcome  # no delta pays: the ordinary download fetches everything
+            patched = await _fetch_patches(
+                client, blocks_url, blocks_size, plan, patches, scratch
+            )
+            await trio.to_thread.run_sync(
+                _apply_patches, delta_index, plan, patches, scratch, outcome
+            )
             source = _Sources(client, base, peer, pack)
             fetched, from_pack = await _fetch_missing(
                 source, metainfo, delta_index, plan, scratch
             )
-            outcome.pack_bytes += from_pack
-            outcome.bytes_fetched = fetched + (pack.header_size if pack is not None else 0)
+            outcome.patch_bytes = patched
+            outcome.pack_bytes += from_pack + patched
+            outcome.bytes_fetched = fetched + patched + header_bytes
             await trio.to_thread.run_sync(
                 _assemble, metainfo, download_dir, delta_index, plan, olds, scratch, outcome
             )
@@ -256,6 +286,91 @@ async def update_from_previous(
         if segment.fallback_reason
     ]
     return outcome
+
+
+def _old_contents(olds: dict[int, _OldFile]) -> list[OldContent]:
+    """Every old segment content the client holds: a patch's base may be any of them."""
+    contents = []
+    for old in olds.values():
+        for number, layout in enumerate(old.layouts):
+            if layout.kind == "raw":
+                contents.append(OldContent(old.path, layout.offset, layout.length))
+            elif number in old.spills and old.spills[number].exists():
+                spill = old.spills[number]
+                contents.append(OldContent(spill, 0, spill.stat().st_size))
+    return contents
+
+
+def _patch_cost(
+    patches: dict[tuple[int, int], tuple[PackedPatch, OldContent]],
+) -> PatchCost | None:
+    """What each usable patch costs (its length), for the plan."""
+    if not patches:
+        return None
+
+    def cost(file: int, segment: int, _: Segment) -> int | None:
+        found = patches.get((file, segment))
+        return None if found is None else found[0].length
+
+    return cost
+
+
+def _patch_path(scratch: Path, plan: SegmentPlan[OldSource]) -> Path:
+    return scratch / f"patch-{plan.file}-{plan.segment}"
+
+
+def _patched_path(scratch: Path, plan: SegmentPlan[OldSource]) -> Path:
+    return scratch / f"patched-{plan.file}-{plan.segment}"
+
+
+async def _fetch_patches(
+    client: HttpMirror,
+    url: str,
+    file_length: int,
+    plan: UpdatePlan[OldSource],
+    patches: dict[tuple[int, int], tuple[PackedPatch, OldContent]],
+    scratch: Path,
+) -> int:
+    """Fetch the patches the plan applies into scratch files; return the bytes fetched."""
+    wants: list[_Want] = []
+    for segment_plan in plan.segments:
+        if segment_plan.patch_bytes is None:
+            continue
+        patch, _ = patches[(segment_plan.file, segment_plan.segment)]
+        target = _patch_path(scratch, segment_plan)
+        target.touch()
+        wants.append(_Want(patch.offset, patch.length, target, 0))
+    if not wants:
+        return 0
+    requests = _coalesce({(url, file_length): wants})
+    await _run_jobs([functools.partial(_fetch_request, client, request) for request in requests])
+    return sum(request.end - request.start for request in requests)
+
+
+def _apply_patches(
+    index: DeltaIndex,
+    plan: UpdatePlan[OldSource],
+    patches: dict[tuple[int, int], tuple[PackedPatch, OldContent]],
+    scratch: Path,
+    outcome: DeltaOutcome,
+) -> None:
+    """Apply every fetched patch, checked (blocking); one that fails reverts to its chunks."""
+    for segment_plan in plan.segments:
+        if segment_plan.patch_bytes is None:
+            continue
+        indexed = index.files[segment_plan.file]
+        segment = indexed.segments[segment_plan.segment]
+        patch, base = patches[(segment_plan.file, segment_plan.segment)]
+        try:
+            data = _patch_path(scratch, segment_plan).read_bytes()
+            apply_checked(data, base, segment.chunks, patch.result_sha256,
+                          _patched_path(scratch, segment_plan))
+            outcome.patches_applied += 1
+        except (OSError, OpenDistroError) as exc:
+            outcome.patch_failures.append(
+                f"{'/'.join(indexed.path)} segment {segment_plan.segment}: {exc}"
+            )
+            segment_plan.patch_bytes = None  # fetched as chunks (or whole) instead
 
 
 async def _delta_peer(
@@ -386,26 +501,53 @@ def _fetch_cost(pack: _Pack | None, peer: DeltaPeer | None) -> FetchCost | None:
 
 async def _fetch_index(
     client: HttpMirror, metainfo: Metainfo, mirrors: Sequence[str], sha256: bytes | None
-) -> tuple[tuple[DeltaIndex, bytes], str]:
+) -> tuple[tuple[DeltaIndex, bytes], str, int]:
+    """The index from the first mirror that serves a good one, where, and the bytes fetched.
+
+    The compressed copy is tried first; whatever it decompresses to is checked
+    exactly as the plain index is, and the plain index is fetched when it fails.
+    """
     errors = []
     for base in mirrors:
         url = delta_index_url(metainfo, base)
-        try:
-            data = await _fetch_small(url)
-            if sha256 is not None and hashlib.sha256(data).digest() != sha256:
-                raise IntegrityError("not the delta index the release signature names")
-            index = DeltaIndex.decode(data)
-        except OpenDistroError as exc:
-            errors.append(f"{url}: {exc}")
-            continue
-        if index.info_hash_v1 not in (None, metainfo.info_hash_v1) or index.info_hash_v2 not in (
-            None,
-            metainfo.info_hash_v2,
-        ):
-            errors.append(f"{url}: the index belongs to another release")
-            continue
-        return (index, data), base
+        compressed, fetched = await _fetch_compressed_index(url + COMPRESSED_INDEX_SUFFIX)
+        attempts: list[bytes | None] = [compressed, None] if compressed is not None else [None]
+        for attempt in attempts:
+            try:
+                data = attempt
+                if data is None:
+                    data = await _fetch_small(url)
+                    fetched += len(data)
+                return (_checked_index(data, metainfo, sha256), data), base, fetched
+            except OpenDistroError as exc:
+                where = url + (COMPRESSED_INDEX_SUFFIX if attempt is not None else "")
+                errors.append(f"{where}: {exc}")
     raise MirrorError("no delta index: " + "; ".join(errors))
+
+
+def _checked_index(data: bytes, metainfo: Metainfo, sha256: bytes | None) -> DeltaIndex:
+    if sha256 is not None and hashlib.sha256(data).digest() != sha256:
+        raise IntegrityError("not the delta index the release signature names")
+    index = DeltaIndex.decode(data)
+    if index.info_hash_v1 not in (None, metainfo.info_hash_v1) or index.info_hash_v2 not in (
+        None,
+        metainfo.info_hash_v2,
+    ):
+        raise MirrorError("the index belongs to another release")
+    return index
+
+
+async def _fetch_compressed_index(url: str) -> tuple[bytes | None, int]:
+    """A mirror's ``NAME.odindex.xz`` decompressed (None: none there or broken), and its size."""
+    try:
+        status, body = await http_get.get(
+            url, error=MirrorError, what="mirror", max_body=_MAX_INDEX_BYTES, timeout=30
+        )
+    except (OpenDistroError, OSError):
+        return None, 0
+    if status != 200:
+        return None, 0
+    return decompress_index(body, _MAX_INDEX_BYTES), len(body)
 
 
 async def _fetch_small(url: str) -> bytes:
@@ -451,6 +593,8 @@ async def _fetch_missing(
         indexed = index.files[segment_plan.file]
         segment = indexed.segments[segment_plan.segment]
         entry = entries[segment_plan.file]
+        if segment_plan.patch_bytes is not None:
+            continue  # rebuilt from its patch
         ranges = _ranges(segment_plan, segment)
         if not ranges:
             continue
@@ -710,6 +854,9 @@ def file_costs(
     reuse = [0] * len(index.files)
     for segment_plan in plan.segments:
         segment = index.files[segment_plan.file].segments[segment_plan.segment]
+        if segment_plan.patch_bytes is not None:
+            fetch[segment_plan.file] += segment_plan.patch_bytes
+            continue
         if fetch_cost is not None and not segment_plan.whole:
             missing = _missing_chunks(segment_plan, segment)
             fetch[segment_plan.file] += fetch_cost(segment, missing) if missing else 0
@@ -749,7 +896,7 @@ def _only_files(
     whole = sum(
         index.files[segment.file].segments[segment.segment].length
         for segment in kept
-        if segment.whole
+        if segment.whole and segment.patch_bytes is None
     )
     return UpdatePlan(kept, whole)
 
@@ -819,7 +966,10 @@ def _assemble(
             entry = entries[segment_plan.file]
             fetched = scratch / f"new-{segment_plan.file}-{segment_plan.segment}"
             try:
-                data = _segment_bytes(segment, segment_plan, olds, fetched)
+                if segment_plan.patch_bytes is not None:
+                    data = _patched_bytes(segment, _patched_path(scratch, segment_plan))
+                else:
+                    data = _segment_bytes(segment, segment_plan, olds, fetched)
                 _write(storage, metainfo, entry.offset + segment.offset, data)
             except (OSError, OpenDistroError) as exc:
                 outcome.failures.append(f"{'/'.join(indexed.path)} segment "
@@ -827,6 +977,15 @@ def _assemble(
         storage.flush()
     finally:
         storage.close()
+
+
+def _patched_bytes(segment: Segment, patched: Path) -> Iterator[bytes]:
+    """A segment's bytes from its content rebuilt by a patch (checked when it was applied)."""
+    content = read_range(patched, 0, segment.content_length)
+    if segment.kind == "raw":
+        yield from content
+        return
+    yield from rebuild(segment, content)
 
 
 def _segment_bytes(
