@@ -720,3 +720,14 @@ def test_well_formed_recipes_pass() -> None:
 def test_invalid_layouts_are_refused(fields: tuple[object, ...]) -> None:
     with pytest.raises(DeltaError):
         SegmentLayout(*fields)  # type: ignore[arg-type]
+
+
+def test_a_directory_entry_pointing_at_no_local_header_falls_back_to_raw(tmp_path: Path) -> None:
+    members = {"a": text(9_000, 2), "b": text(9_000, 3)}
+    data = bytearray(write_zip(tmp_path / "a.zip", members).read_bytes())
+    second = data.index(b"PK\x03\x04", 4)
+    data[second : second + 4] = b"XX\x03\x04"  # the second member's local header, broken
+    path = tmp_path / "headless.zip"
+    path.write_bytes(bytes(data))
+    (segment,) = assert_round_trip(path)
+    assert segment.kind == "raw" and "no local header" in (segment.fallback_reason or "")

@@ -280,3 +280,16 @@ def test_offers_respect_the_rules_under_any_sequence_of_events(
         for peer_key in have:
             for number in range(num_pieces):
                 assert subject.may_upload(peer_key, number) == (number in offered[peer_key])
+
+
+def test_a_piece_announced_again_counts_once() -> None:
+    subject = seeder(3)
+    subject.peer_joined("b", None)
+    for _ in range(3):
+        subject.peer_has("b", 2)  # repeated Haves: b still holds one copy of piece 2
+    subject.peer_joined("c", bits(3, [0, 1]))
+    subject.peer_joined("d", bits(3, [0, 1]))
+    subject.peer_joined("e", bits(3, [1]))
+    subject.peer_joined("new", None)
+    # copies: piece 2 once, 0 twice, 1 three times (counting b's Haves thrice would make 0 rarest)
+    assert subject.piece_to_offer("new") == 2
