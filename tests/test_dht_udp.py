@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,6 +53,22 @@ async def test_ten_nodes_find_a_peer_for_a_torrent_without_tracker() -> None:
             nursery.cancel_scope.cancel()
 
 
+async def test_an_idle_node_sleeps_until_its_next_deadline() -> None:
+    """Two idle nodes wake only for their deadlines (minutes apart), so they cost no CPU.
+
+    A timer loop that woke itself after every send once spun here at ~70% of a core.
+    """
+    first = DHTService(host=LOOPBACK)
+    async with first, DHTService(host=LOOPBACK, bootstrap=[(LOOPBACK, first.port)]) as second:
+        with trio.fail_after(10):
+            await second.bootstrapped.wait()
+        await trio.sleep(0.1)  # let the bootstrap's last answers arrive
+        cpu_before = time.thread_time()
+        await trio.sleep(1.0)
+        cpu_spent = time.thread_time() - cpu_before
+    assert cpu_spent < 0.2
+
+
 async def test_node_id_persists_in_id_file(tmp_path: Path) -> None:
     id_file = tmp_path / "dht.id"
     async with DHTService(host=LOOPBACK, id_file=id_file) as service:
@@ -72,14 +89,19 @@ async def test_magnet_without_tracker_downloads_with_peers_from_dht_only(
     assert link.trackers == () and link.peers == ()
     if version == "v2":
         assert link.info_hash_v1 is None  # found under the truncated v2 hash (BEP 52)
-    async with Client(host=LOOPBACK, dht_bootstrap=[]) as seeder:
+    # what both clients say is printed, so a failure shows where the download stalled
+    async with Client(host=LOOPBACK, dht_bootstrap=[], log=lambda m: print("seeder:", m)) as seeder:
         assert seeder.dht is not None
         await seeder.seed(metainfo, release.parent)
         keys = dht_info_hashes(seeder.torrents[0])
         with trio.fail_after(10):
             while not all(key in seeder.dht.node.peer_store for key in keys):
                 await trio.sleep(0.01)
-        async with Client(host=LOOPBACK, dht_bootstrap=[(LOOPBACK, seeder.dht.port)]) as leecher:
+        async with Client(
+            host=LOOPBACK,
+            dht_bootstrap=[(LOOPBACK, seeder.dht.port)],
+            log=lambda m: print("leecher:", m),
+        ) as leecher:
             torrent = await leecher.add_magnet(link.to_uri(), tmp_path / "m")
             with trio.fail_after(30):
                 await torrent.complete.wait()

@@ -178,9 +178,16 @@ class DHTService:
                 await self._changed.wait()
             self._changed = trio.Event()
             self.node.advance(trio.current_time())
-            await self._flush()
+            # Sent without waking this loop: it reads the next deadline anyway,
+            # and waking itself would make it spin.
+            await self._send_pending()
 
     async def _flush(self) -> None:
+        """Send what the node queued, and wake the timer loop: deadlines may have moved earlier."""
+        await self._send_pending()
+        self._changed.set()
+
+    async def _send_pending(self) -> None:
         sock = self._socket
         if sock is None:
             return
@@ -189,7 +196,6 @@ class DHTService:
                 await sock.sendto(data, address)
             except OSError as exc:
                 self.log(f"DHT: cannot send to {address[0]}:{address[1]}: {exc}")
-        self._changed.set()  # deadlines may have moved earlier
 
     async def _resolve(self, nodes: Sequence[Address]) -> list[Address]:
         resolved: list[Address] = []
