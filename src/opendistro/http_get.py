@@ -1,4 +1,5 @@
-"""One small HTTP GET: for tracker announces and for documents such as a Metalink's torrent.
+"""One small HTTP exchange: tracker announces and credit submissions, documents such as a
+Metalink's torrent.
 
 Bulk data from mirrors goes through :mod:`opendistro.mirrors.http` (ranges,
 keep-alive, streaming). This is for answers small enough to hold in memory,
@@ -19,7 +20,7 @@ import trio
 from . import __version__
 from .errors import OpenDistroError
 
-__all__ = ["REDIRECT_STATUSES", "get"]
+__all__ = ["REDIRECT_STATUSES", "get", "post"]
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _USER_AGENT = f"opendistro/{__version__}"
@@ -70,6 +71,40 @@ async def get(
         raise error(f"{what} {url} failed: {exc}") from exc
 
 
+async def post(
+    url: str,
+    body: bytes,
+    *,
+    content_type: str,
+    error: type[OpenDistroError],
+    what: str,
+    max_body: int,
+    timeout: float,
+    ssl_context: ssl.SSLContext | None = None,
+) -> tuple[int, bytes]:
+    """POST ``body`` to ``url``; the answer's status and body.
+
+    Redirects are not followed (a POST that moved is the caller's
+    misconfiguration, and following it could resend the body elsewhere).
+    Failures raise ``error`` as in :func:`get`.
+    """
+    try:
+        with trio.fail_after(timeout):
+            status, _, answer = await _exchange(
+                url,
+                error=error,
+                what=what,
+                max_body=max_body,
+                ssl_context=ssl_context,
+                upload=(content_type, body),
+            )
+            return status, answer
+    except trio.TooSlowError as exc:
+        raise error(f"{what} {url} did not answer within {timeout} s") from exc
+    except _TRANSPORT_ERRORS as exc:
+        raise error(f"{what} {url} failed: {exc}") from exc
+
+
 def _scheme(url: str) -> str:
     return urlsplit(url).scheme.lower()
 
@@ -112,26 +147,32 @@ async def _exchange(
     what: str,
     max_body: int,
     ssl_context: ssl.SSLContext | None,
+    upload: tuple[str, bytes] | None = None,
 ) -> tuple[int, str | None, bytes]:
-    """One GET request on a fresh connection: ``(status, Location header, body)``."""
+    """One request on a fresh connection: ``(status, Location header, body)``.
+
+    A GET, or with ``upload`` (content type, body) a POST.
+    """
     parts = urlsplit(url)
     target = f"{parts.path or '/'}?{parts.query}" if parts.query else parts.path or "/"
+    headers = [
+        ("Host", parts.netloc.rpartition("@")[2]),
+        ("User-Agent", _USER_AGENT),
+        ("Accept-Encoding", "identity"),
+        ("Connection", "close"),
+    ]
+    if upload is not None:
+        headers += [("Content-Type", upload[0]), ("Content-Length", str(len(upload[1])))]
     stream = await _open_stream(url, ssl_context, error, what)
     async with stream:
         connection = h11.Connection(h11.CLIENT)
         request = h11.Request(
-            method="GET",
-            target=target,
-            headers=[
-                ("Host", parts.netloc.rpartition("@")[2]),
-                ("User-Agent", _USER_AGENT),
-                ("Accept-Encoding", "identity"),
-                ("Connection", "close"),
-            ],
+            method="GET" if upload is None else "POST", target=target, headers=headers
         )
-        await stream.send_all(
-            (connection.send(request) or b"") + (connection.send(h11.EndOfMessage()) or b"")
-        )
+        outgoing = connection.send(request) or b""
+        if upload is not None:
+            outgoing += connection.send(h11.Data(data=upload[1])) or b""
+        await stream.send_all(outgoing + (connection.send(h11.EndOfMessage()) or b""))
         status: int | None = None
         location: str | None = None
         chunks: list[bytes] = []

@@ -31,16 +31,15 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
 
 from ..errors import ReceiptError, StorageError
+from .database import LockedConnection
 from .receipts import MAX_TOTAL, Receipt, verify_receipt
 
 __all__ = [
@@ -167,27 +166,27 @@ class CreditLedger:
         self.max_age = max_age
         self.read_only = read_only
         self._clock = clock
-        self._lock = threading.Lock()
         self._writes = 0
         try:
             if read_only:
                 uri = f"file:{quote(str(Path(self.path).resolve()))}?mode=ro"
-                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+                db = sqlite3.connect(uri, uri=True, check_same_thread=False)
             else:
-                self._db = sqlite3.connect(self.path, check_same_thread=False)
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+                db = sqlite3.connect(self.path, check_same_thread=False)
+            version = db.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, _SCHEMA_VERSION) or (read_only and version == 0):
-                self._db.close()
+                db.close()
                 raise StorageError(
                     f"{self.path}: credit ledger schema {version} is newer than this client"
                     if version else f"{self.path}: not a credit ledger"
                 )
             if not read_only:
-                with self._db:
-                    self._db.executescript(_SCHEMA)
-                    self._db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+                with db:
+                    db.executescript(_SCHEMA)
+                    db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open credit ledger {self.path!r}: {exc}") from exc
+        self._connection = LockedConnection(db, f"credit ledger {self.path!r}")
         if not read_only:
             self.prune()
 
@@ -202,23 +201,13 @@ class CreditLedger:
         return cls(directory / LEDGER_FILE_NAME, owner=owner)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._connection.close()
 
     def __enter__(self) -> CreditLedger:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                with self._db:
-                    yield self._db
-            except sqlite3.Error as exc:
-                raise StorageError(f"credit ledger {self.path!r}: {exc}") from exc
 
     def _wrote(self) -> None:
         self._writes += 1
@@ -229,7 +218,7 @@ class CreditLedger:
 
     def exchange(self, peer: bytes, torrent: bytes) -> Exchange:
         """What we exchanged with ``peer`` for ``torrent`` so far (zeros for a stranger)."""
-        with self._transaction() as db:
+        with self._connection.transaction() as db:
             row = db.execute(
                 "SELECT received, sent FROM exchange WHERE peer = ? AND torrent = ?",
                 (peer, torrent),
@@ -245,7 +234,7 @@ class CreditLedger:
         """Raise the stored totals for ``peer`` and ``torrent`` to at least these (never lower)."""
         if not (0 <= received <= MAX_TOTAL and 0 <= sent <= MAX_TOTAL):
             raise StorageError("credit totals must be 0..2^63-1")
-        with self._transaction() as db:
+        with self._connection.transaction() as db:
             db.execute(
                 "INSERT INTO exchange (peer, torrent, received, sent, updated)"
                 " VALUES (?, ?, ?, ?, ?)"
@@ -258,7 +247,7 @@ class CreditLedger:
 
     def totals(self, peer: bytes) -> tuple[int, int]:
         """(received from, sent to) ``peer`` over every torrent."""
-        with self._transaction() as db:
+        with self._connection.transaction() as db:
             row = db.execute(
                 "SELECT total(received), total(sent)"
                 " FROM exchange WHERE peer = ?",
@@ -275,7 +264,7 @@ class CreditLedger:
         one (a replay) changes nothing and gains 0.
         """
         verify_receipt(receipt, giver=self.owner)
-        with self._transaction() as db:
+        with self._connection.transaction() as db:
             row = db.execute(
                 "SELECT total FROM held_receipts WHERE receiver = ? AND torrent = ?",
                 (receipt.receiver, receipt.torrent),
@@ -294,7 +283,7 @@ class CreditLedger:
         return receipt.total - previous
 
     def best_receipt(self, receiver: bytes, torrent: bytes) -> Receipt | None:
-        with self._transaction() as db:
+        with self._connection.transaction() as db:
             row = db.execute(
                 "SELECT receipt FROM held_receipts WHERE receiver = ? AND torrent = ?",
                 (receiver, torrent),
@@ -309,7 +298,7 @@ class CreditLedger:
         With ``torrent``, only that torrent's: a client posts a torrent's
         receipts to that torrent's trackers, the only ones it knows.
         """
-        with self._transaction() as db:
+        with self._connection.transaction() as db:
             if torrent is None:
                 rows = db.execute(
                     "SELECT receipt FROM held_receipts WHERE total > submitted"
@@ -326,7 +315,7 @@ class CreditLedger:
 
     def mark_submitted(self, receipts: Iterable[Receipt]) -> None:
         """The tracker has these (accepted or already had them): do not send them again."""
-        with self._transaction() as db:
+        with self._connection.transaction() as db:
             db.executemany(
                 "UPDATE held_receipts SET submitted = max(submitted, ?)"
                 " WHERE receiver = ? AND torrent = ?",
@@ -343,7 +332,7 @@ class CreditLedger:
 
     def summary(self) -> LedgerSummary:
         """Per-peer totals over every torrent (who gave us how much, and took), read only."""
-        with self._transaction() as db:
+        with self._connection.transaction() as db:
             exchanged = db.execute(
                 "SELECT peer, total(received), total(sent), count(*) FROM exchange GROUP BY peer"
             ).fetchall()
@@ -374,7 +363,7 @@ class CreditLedger:
         if self.read_only:
             return 0
         cutoff = (self._clock() if now is None else now) - self.max_age
-        with self._transaction() as db:
+        with self._connection.transaction() as db:
             removed = db.execute("DELETE FROM exchange WHERE updated < ?", (cutoff,)).rowcount
             removed += db.execute(
                 "DELETE FROM held_receipts WHERE updated < ?", (cutoff,)
@@ -393,7 +382,7 @@ class CreditLedger:
 
     def __len__(self) -> int:
         """Rows held, both tables together (for tests and statistics)."""
-        with self._transaction() as db:
+        with self._connection.transaction() as db:
             exchanges = db.execute("SELECT count(*) FROM exchange").fetchone()[0]
             held = db.execute("SELECT count(*) FROM held_receipts").fetchone()[0]
         return int(exchanges) + int(held)

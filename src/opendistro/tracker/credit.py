@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from ..bencode import decode, encode
+from ..credit.database import LockedConnection
 from ..credit.identity import PUBLIC_KEY_SIZE
 from ..credit.receipts import Receipt, verify_receipt
 from ..errors import BencodeError, ReceiptError, StorageError, TrackerError
@@ -238,32 +237,22 @@ class CreditStore:
         self.max_rows = max_rows
         self._is_allowed = is_allowed
         self._clock = clock
-        self._lock = threading.Lock()
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False)
-            with self._db:
-                self._db.executescript(_SCHEMA)
+            db = sqlite3.connect(self.path, check_same_thread=False)
+            with db:
+                db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open tracker credit database {self.path!r}: {exc}") from exc
+        self._connection = LockedConnection(db, f"tracker credit database {self.path!r}")
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._connection.close()
 
     def __enter__(self) -> CreditStore:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                with self._db:
-                    yield self._db
-            except sqlite3.Error as exc:
-                raise StorageError(f"tracker credit database {self.path!r}: {exc}") from exc
 
     def submit(self, receipts: Sequence[Receipt | None]) -> SubmitResult:
         """Verify and keep each receipt that beats the stored one for its key.
@@ -275,7 +264,7 @@ class CreditStore:
         """
         accepted = stale = rejected = credited = 0
         now = self._clock()
-        with self._transaction() as db:
+        with self._connection.transaction() as db:
             rows = db.execute("SELECT count(*) FROM credit_receipts").fetchone()[0]
             for receipt in receipts:
                 if receipt is None or (
@@ -325,7 +314,7 @@ class CreditStore:
         that signs receipts of 2^63 bytes must not be able to break the sums
         of the identities it names (they are exact up to 2^53 bytes, 8 PiB).
         """
-        with self._transaction() as db:
+        with self._connection.transaction() as db:
             uploaded, receivers = db.execute(
                 "SELECT total(total), count(DISTINCT receiver)"
                 " FROM credit_receipts WHERE giver = ?",
@@ -355,7 +344,7 @@ class CreditStore:
         """
         kept = 0
         now = self._clock()
-        with self._transaction() as db:
+        with self._connection.transaction() as db:
             rows = db.execute("SELECT count(*) FROM credit_seeding").fetchone()[0]
             for (identity, torrent), seconds in credits.items():
                 if seconds <= 0 or len(identity) != PUBLIC_KEY_SIZE or (
@@ -381,7 +370,7 @@ class CreditStore:
 
     def best_total(self, receiver: bytes, giver: bytes, torrent: bytes) -> int:
         """The highest verified total for this key (0: none)."""
-        with self._transaction() as db:
+        with self._connection.transaction() as db:
             row = db.execute(
                 "SELECT total FROM credit_receipts"
                 " WHERE receiver = ? AND giver = ? AND torrent = ?",

@@ -14,10 +14,7 @@ import ssl
 from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-import h11
-import trio
-
-from .. import __version__, http_get
+from .. import http_get
 from ..credit.receipts import Receipt
 from ..errors import TrackerError
 from .credit import Standing, SubmitResult, encode_submission
@@ -25,13 +22,6 @@ from .credit import Standing, SubmitResult, encode_submission
 __all__ = ["credit_url_for", "fetch_standing", "submit_receipts"]
 
 _MAX_ANSWER = 64 * 1024
-_USER_AGENT = f"opendistro/{__version__}"
-_TRANSPORT_ERRORS = (
-    OSError,
-    trio.BrokenResourceError,
-    trio.ClosedResourceError,
-    h11.ProtocolError,
-)
 
 
 def credit_url_for(announce_url: str) -> str:
@@ -57,14 +47,16 @@ async def submit_receipts(
     Receipts counted ``accepted`` or ``stale`` are known to the tracker now,
     so the caller can mark them submitted in its ledger.
     """
-    body = encode_submission(receipts)
-    try:
-        with trio.fail_after(timeout):
-            status, answer = await _post(url, body, ssl_context)
-    except trio.TooSlowError as exc:
-        raise TrackerError(f"tracker {url} did not answer within {timeout} s") from exc
-    except _TRANSPORT_ERRORS as exc:
-        raise TrackerError(f"tracker {url} failed: {exc}") from exc
+    status, answer = await http_get.post(
+        url,
+        encode_submission(receipts),
+        content_type="application/x-bittorrent",
+        error=TrackerError,
+        what="tracker",
+        max_body=_MAX_ANSWER,
+        timeout=timeout,
+        ssl_context=ssl_context,
+    )
     result = SubmitResult.decode(answer)  # a failure reason raises, whatever the status
     if status != 200:
         raise TrackerError(f"tracker {url} answered {status}")
@@ -93,57 +85,3 @@ async def fetch_standing(
     if standing.identity != identity:
         raise TrackerError(f"tracker {url} answered the standing of another identity")
     return standing
-
-
-async def _post(url: str, body: bytes, ssl_context: ssl.SSLContext | None) -> tuple[int, bytes]:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise TrackerError(f"credit URL {url!r} is not http or https")
-    host, port = http_get.host_and_port(
-        url, 443 if scheme == "https" else 80, error=TrackerError, what="tracker"
-    )
-    stream: trio.abc.Stream
-    if scheme == "https":
-        context = ssl_context or ssl.create_default_context()
-        stream = await trio.open_ssl_over_tcp_stream(host, port, ssl_context=context)
-    else:
-        stream = await trio.open_tcp_stream(host, port)
-    async with stream:
-        connection = h11.Connection(h11.CLIENT)
-        request = h11.Request(
-            method="POST",
-            target=parts.path or "/",
-            headers=[
-                ("Host", parts.netloc.rpartition("@")[2]),
-                ("User-Agent", _USER_AGENT),
-                ("Content-Type", "application/x-bittorrent"),
-                ("Content-Length", str(len(body))),
-                ("Connection", "close"),
-            ],
-        )
-        await stream.send_all(
-            (connection.send(request) or b"")
-            + (connection.send(h11.Data(data=body)) or b"")
-            + (connection.send(h11.EndOfMessage()) or b"")
-        )
-        status: int | None = None
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            event = connection.next_event()
-            if event is h11.NEED_DATA:
-                connection.receive_data(bytes(await stream.receive_some(65536)))
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-            elif isinstance(event, h11.Data):
-                size += len(event.data)
-                if size > _MAX_ANSWER:
-                    raise TrackerError(f"tracker {url} sent more than {_MAX_ANSWER} bytes")
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                break
-    # h11 yields EndOfMessage, and ConnectionClosed, only after a Response: a hang-up
-    # before one is a RemoteProtocolError (a transport error to the caller).
-    assert status is not None
-    return status, b"".join(chunks)
