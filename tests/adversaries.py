@@ -21,9 +21,9 @@ from opendistro.wire import messages as m
 from opendistro.wire.codec import encode
 from opendistro.wire.connection import PeerConnection
 
+from .wire_framing import PIECE_ID, WireFramer, is_piece
+
 LOOPBACK = "127.0.0.1"
-HANDSHAKE_LENGTH = 68
-PIECE_ID = 7
 
 Answer = Callable[[m.Request, bytes], m.Piece | None]
 """Given a request and the true bytes, the Piece message a liar sends instead
@@ -160,30 +160,17 @@ class CorruptingProxy:
     async def _corrupt(
         self, source: trio.SocketStream, sink: trio.SocketStream, scope: trio.CancelScope
     ) -> None:
-        buffer = bytearray()
-        handshake_done = False
+        framer = WireFramer()
         try:
             while chunk := await source.receive_some(65536):
-                buffer += chunk
                 out = bytearray()
-                if not handshake_done:
-                    if len(buffer) < HANDSHAKE_LENGTH:
-                        continue
-                    out += buffer[:HANDSHAKE_LENGTH]
-                    del buffer[:HANDSHAKE_LENGTH]
-                    handshake_done = True
-                while len(buffer) >= 4:
-                    (length,) = struct.unpack(">I", buffer[:4])
-                    if len(buffer) < 4 + length:
-                        break
-                    message = bytearray(buffer[: 4 + length])
-                    del buffer[: 4 + length]
-                    if length > 9 and message[4] == PIECE_ID:
+                for unit in framer.feed(chunk):
+                    if is_piece(unit):
                         self.pieces_seen += 1
                         if self.pieces_seen % self.every == 0:
-                            message[4 + 9 + (length - 9) // 2] ^= 0x10
+                            unit[13 + (len(unit) - 13) // 2] ^= 0x10
                             self.pieces_corrupted += 1
-                    out += message
+                    out += unit
                 if out:
                     await sink.send_all(bytes(out))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):

@@ -40,9 +40,9 @@ from opendistro.wire import messages as m
 from opendistro.wire.connection import PeerConnection
 from opendistro.wire.extensions.handshake import ExtensionHandshake
 
+from .wire_framing import WireFramer, is_piece
+
 LOOPBACK = "127.0.0.1"
-HANDSHAKE_LENGTH = 68
-PIECE_ID = 7
 _NETWORK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
@@ -281,27 +281,14 @@ class ChaosProxy:
         number: int,
         run: int,
     ) -> None:
-        buffer = bytearray()
-        handshake_done = False
+        framer = WireFramer()
         try:
             while chunk := await source.receive_some(65536):
-                buffer += chunk
                 out = bytearray()
-                if not handshake_done:
-                    if len(buffer) < HANDSHAKE_LENGTH:
-                        continue
-                    out += buffer[:HANDSHAKE_LENGTH]
-                    del buffer[:HANDSHAKE_LENGTH]
-                    handshake_done = True
-                while len(buffer) >= 4:
-                    (length,) = struct.unpack(">I", buffer[:4])
-                    if len(buffer) < 4 + length:
-                        break
-                    message = bytearray(buffer[: 4 + length])
-                    del buffer[: 4 + length]
-                    if length > 9 and message[4] == PIECE_ID:
+                for unit in framer.feed(chunk):
+                    if is_piece(unit):
                         if self.rng.random() < self.reset_chance:
-                            out += message[: len(message) // 2]
+                            out += unit[: len(unit) // 2]
                             await sink.send_all(bytes(out))
                             self.resets += 1
                             _reset(source)
@@ -309,11 +296,11 @@ class ChaosProxy:
                             scope.cancel()
                             return
                         if self.rng.random() < self.corrupt_chance:
-                            message[4 + 9 + self.rng.randrange(length - 9)] ^= 0x20
+                            unit[13 + self.rng.randrange(len(unit) - 13)] ^= 0x20
                             self.corrupted += 1
-                        (index,) = struct.unpack(">I", message[5:9])
-                        self.deliveries.append(PieceDelivery(number, run, index, length - 9))
-                    out += message
+                        (index,) = struct.unpack(">I", unit[5:9])
+                        self.deliveries.append(PieceDelivery(number, run, index, len(unit) - 13))
+                    out += unit
                 if out:
                     await sink.send_all(bytes(out))
         except _NETWORK_ERRORS:

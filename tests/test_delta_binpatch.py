@@ -19,7 +19,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -41,12 +40,9 @@ from opendistro.delta.patchapply import OldContent, apply_checked, find_bases
 from opendistro.delta.plan import ChunkCatalogue, Fetch, Reuse, plan_update
 from opendistro.delta.publish import pack_paths, publish_delta
 from opendistro.errors import DeltaError
-from opendistro.io.client import Client
-from opendistro.io.delta_update import DeltaOutcome, update_from_previous
 from opendistro.metainfo import Metainfo
-from opendistro.swarm.sources import SourcePolicy
 
-from .mirror_server import MirrorServer
+from .delta_mirror_update import update_over_mirror
 
 LOOPBACK = "127.0.0.1"
 
@@ -295,25 +291,6 @@ def publish_pair(
     publish_delta(metainfo, new.parent, previous_index=previous, previous_files=[old],
                   patches=patches)
     return old, new, metainfo
-
-
-async def update_over_mirror(
-    root: Path, metainfo: Metainfo, previous: list[Path], target: Path
-) -> tuple[DeltaOutcome, int]:
-    async with trio.open_nursery() as nursery:
-        mirror = MirrorServer(root)
-        await nursery.start(mirror.serve)
-        outcome = await update_from_previous(metainfo, target, previous, [mirror.url])
-        async with Client(host=LOOPBACK) as client:
-            torrent = await client.add_torrent(
-                metainfo, target, sources=SourcePolicy.MIRRORS_ONLY, mirrors=[mirror.url]
-            )
-            with trio.fail_after(60):
-                await torrent.complete.wait()
-            status = torrent.status()
-        nursery.cancel_scope.cancel()
-    assert torrent.error is None
-    return outcome, status.bytes_from_mirrors
 
 
 OLD_NATIVE = program(10, 50_000)

@@ -38,11 +38,10 @@ from opendistro.delta.pack import (
 from opendistro.delta.publish import pack_paths, publish_delta
 from opendistro.errors import DeltaError
 from opendistro.io.client import Client
-from opendistro.io.delta_update import DeltaOutcome, update_from_previous
+from opendistro.io.delta_update import update_from_previous
 from opendistro.metainfo import Metainfo
-from opendistro.swarm.sources import SourcePolicy
 
-from .mirror_server import MirrorServer
+from .delta_mirror_update import update_over_mirror
 from .test_delta_update import members, tarball
 
 LOOPBACK = "127.0.0.1"
@@ -72,25 +71,6 @@ def publish_pair(
     metainfo = create_torrent(new, version="hybrid", piece_length=65536)
     publish_delta(metainfo, new.parent, previous_index=previous)
     return old, new, metainfo
-
-
-async def update_over_mirror(
-    root: Path, metainfo: Metainfo, previous: list[Path], target: Path
-) -> tuple[DeltaOutcome, int]:
-    async with trio.open_nursery() as nursery:
-        mirror = MirrorServer(root)
-        await nursery.start(mirror.serve)
-        outcome = await update_from_previous(metainfo, target, previous, [mirror.url])
-        async with Client(host=LOOPBACK) as client:
-            torrent = await client.add_torrent(
-                metainfo, target, sources=SourcePolicy.MIRRORS_ONLY, mirrors=[mirror.url]
-            )
-            with trio.fail_after(60):
-                await torrent.complete.wait()
-            status = torrent.status()
-        nursery.cancel_scope.cancel()
-    assert torrent.error is None
-    return outcome, status.bytes_from_mirrors
 
 
 # -- the pack format ---------------------------------------------------------------------
