@@ -483,3 +483,24 @@ def test_flush_reaches_files_evicted_from_the_cache(tmp_path: Path) -> None:
         store.flush()
     store.flush()  # d.bin is synced and nothing else is pending
     store.close()
+
+
+def test_a_descriptor_in_use_is_closed_only_by_its_last_user(tmp_path: Path) -> None:
+    """A write needs a writable descriptor where a read-only one is cached; if another
+    thread is still reading through the old one, it is closed when that read ends."""
+    store = storage(tmp_path)
+    data = bytes(range(PIECE))
+    store.write_block(0, 0, data)
+    store.close()
+    assert store.read_block(0, 0, PIECE) == data  # reopens file 0 read-only
+    store.write_block(0, 0, data)  # nobody reads: the read-only descriptor goes at once
+    store.close()
+    assert store.read_block(0, 0, PIECE) == data
+    reading = store._acquire(0, write=False)  # as a reader in another thread would
+    store.write_block(0, 0, data[::-1])
+    os.fstat(reading.fd)  # still open for its reader
+    store._release(reading)
+    with pytest.raises(OSError):
+        os.fstat(reading.fd)
+    assert store.read_block(0, 0, PIECE) == data[::-1]
+    store.close()

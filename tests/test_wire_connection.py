@@ -319,6 +319,15 @@ def test_early_bitfield_is_validated_once_pieces_are_known() -> None:
     assert pair.b.peer_has is not None and list(pair.b.peer_has) == [0, 4, 9]
 
 
+def test_two_early_bitfields_add_up_once_pieces_are_known() -> None:
+    """aria2's late Bitfields can also reach a magnet downloader that has no metadata yet."""
+    pair = ConnectionPair.make(num_pieces=(None, None))
+    pair.raw("a", m.BitfieldMessage(b"\x80\x00"))
+    pair.raw("a", m.BitfieldMessage(b"\x00\x40"))
+    pair.b.set_num_pieces(PIECES)
+    assert pair.b.peer_has is not None and list(pair.b.peer_has) == [0, 9]
+
+
 def test_early_bitfield_of_the_wrong_size_fails_later() -> None:
     pair = ConnectionPair.make(num_pieces=(None, None))
     pair.raw("a", m.BitfieldMessage(b"\xff\xff\xff"))
