@@ -69,6 +69,36 @@ async def test_download_from_our_seeder(
     assert leftovers == [release.name]  # the staging folder is gone
 
 
+def one_connection_between(a: Torrent, b: Torrent) -> bool:
+    """Each side has one peer, and it is the same connection (dialled by one of them)."""
+    if len(a.peers) != 1 or len(b.peers) != 1:
+        return False
+    return next(iter(a.peers)).dialed != next(iter(b.peers)).dialed
+
+
+async def test_two_clients_dialling_each_other_at_once_keep_one_connection(
+    make_release: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Each side keeps the connection dialled by the lower peer id. Dropping "the second
+    connection" instead made each side drop a different one: both were gone, and the
+    download waited 30 s for a redial."""
+    release = make_release(sizes=(400_000,))
+    metainfo = create_torrent(release, version="v1", piece_length=32768)
+    async with Client(host=LOOPBACK) as seeder, Client(host=LOOPBACK) as leecher:
+        seeding = await seeder.seed(metainfo, release.parent)
+        torrent = await leecher.add_torrent(metainfo, tmp_path / "d")
+        seeder.connect_soon(seeding, (LOOPBACK, leecher.port))
+        leecher.connect_soon(torrent, (LOOPBACK, seeder.port))
+        with trio.fail_after(20):  # a redial would come after 30 s
+            while not one_connection_between(seeding, torrent):
+                await trio.sleep(0.01)  # the losing connection may take a moment to close
+        (kept_by_seeder,) = seeding.peers
+        assert kept_by_seeder.dialed == (seeder.peer_id < leecher.peer_id)
+        with trio.fail_after(20):
+            await torrent.complete.wait()
+    assert same_tree(release, tmp_path / "d" / release.name)
+
+
 @pytest.mark.parametrize("policy", list(EncryptionPolicy))
 async def test_every_encryption_policy_transfers(
     make_release: Callable[..., Path], tmp_path: Path, policy: EncryptionPolicy

@@ -117,6 +117,9 @@ class Client:
         self._log = log
         self._torrents: dict[bytes, Torrent] = {}
         self._dialing: set[tuple[bytes, tuple[str, int]]] = set()
+        # The live session with each (info-hash, remote peer id), registered as soon as the
+        # handshake is through, so a second connection to the same peer is seen at once.
+        self._sessions: dict[tuple[bytes, bytes], PeerSession] = {}
         self._connections_by_host: collections.Counter[str] = collections.Counter()
         """Open connections (dialling, handshaking or running) per remote IP address."""
         self._banned_ids: set[bytes] = set()
@@ -496,21 +499,48 @@ class Client:
             await trio.aclose_forcefully(stream)
             return False
         remote_id = connection.remote_peer_id
-        duplicate = any(peer.connection.remote_peer_id == remote_id for peer in torrent.peers)
+        key = (torrent.info_hash, remote_id)
+        existing = self._sessions.get(key)
         banned = self.is_banned(address, remote_id)
         full = not initiator and len(torrent.peers) >= self.limits.max_peers_per_torrent
-        if remote_id == self.peer_id or duplicate or banned or full or torrent.stopped.is_set():
+        if remote_id == self.peer_id or banned or full or torrent.stopped.is_set():
             await trio.aclose_forcefully(stream)
             return False
+        if existing is not None:
+            if not self._keeps_crossed_connection(existing, address, initiator, remote_id):
+                await trio.aclose_forcefully(stream)
+                return False
+            existing.close("the peer dialled us as we dialled it; the other connection is kept")
         if initiator:
             torrent.candidates.connected(address)
         session = PeerSession(
             torrent, torrent.throttled(stream), connection, address, dialed=initiator
         )
-        await session.run(rest)
+        self._sessions[key] = session
+        try:
+            await session.run(rest)
+        finally:
+            if self._sessions.get(key) is session:
+                del self._sessions[key]
         if session.error:
             self.log(f"peer {session.label} closed: {session.error}")
         return True
+
+    def _keeps_crossed_connection(
+        self, existing: PeerSession, address: tuple[str, int], initiator: bool, remote_id: bytes
+    ) -> bool:
+        """Whether a new connection replaces ``existing`` to the same peer.
+
+        Two clients that learn of each other at once (from a tracker, the DHT, PEX)
+        dial each other at once. If each side dropped its second connection, each
+        would drop a different one and both would be gone. Both sides keep the
+        connection dialled by the peer with the lower peer id instead. A second
+        connection in the same direction, or from another host claiming the same
+        peer id, never replaces the first.
+        """
+        if existing.dialed == initiator or existing.address[0] != address[0]:
+            return False
+        return (self.peer_id < remote_id) == initiator
 
     def _new_connection(self, torrent: Torrent, *, initiator: bool) -> PeerConnection:
         return PeerConnection(
