@@ -246,6 +246,29 @@ def test_store_round_trip_through_sqlite_file(tmp_path: Path) -> None:
     assert [s.info_hash for s in store.load()] == [HASH_B]
 
 
+def test_store_keeps_proved_identities_across_a_restart(tmp_path: Path) -> None:
+    registry = make_registry(interval=100)
+    request = AnnounceRequest(HASH_A, peer_id(1), 10_001, left=0)
+    registry.announce(sign_announce(request, SEEDER, time=1000), "127.0.0.2", 1000.0)
+    announce(registry, 2, now=1000.0)  # an anonymous leecher
+    store = TrackerStore(tmp_path / "tracker.db")
+    store.save(snapshot_registry(registry))
+
+    restored = make_registry(interval=100)
+    TrackerStore.restore_into(restored, TrackerStore(tmp_path / "tracker.db").load())
+    swarm = restored.swarm(HASH_A)
+    assert swarm is not None
+    seeder = swarm.peers[peer_id(1)]
+    assert (seeder.identity, seeder.proof_time) == (SEEDER.public_key, 1000)
+    assert swarm.peers[peer_id(2)].identity is None
+    # seeding since the last proved announce before the restart still counts ...
+    restored.announce(sign_announce(request, SEEDER, time=1030), "127.0.0.2", 1030.0)
+    assert restored.take_seeding_credit() == {(SEEDER.public_key, HASH_A): 30.0}
+    # ... and a proof made before the restart is still a replay
+    restored.announce(sign_announce(request, SEEDER, time=1000), "127.0.0.2", 1031.0)
+    assert restored.counters.proofs_ignored == 1
+
+
 def test_store_reports_unusable_file_as_storage_error(tmp_path: Path) -> None:
     bad = tmp_path / "not-a-db"
     bad.write_bytes(b"this is not sqlite" * 100)

@@ -6,6 +6,10 @@ connection, because a ``sqlite3`` connection belongs to the thread that made it
 and a worker thread is not guaranteed to be the same one twice. A save replaces
 the whole snapshot in one transaction, so a crash mid-save leaves the previous
 snapshot intact.
+
+The credit identity a peer proved (and the time of its latest proof, which
+makes an older proof a replay) are kept beside each peer, in a table of their
+own so that files written before identities existed still load.
 """
 
 from __future__ import annotations
@@ -31,6 +35,13 @@ CREATE TABLE IF NOT EXISTS peers (
     last_seen REAL NOT NULL,
     PRIMARY KEY (info_hash, peer_id)
 );
+CREATE TABLE IF NOT EXISTS identities (
+    info_hash BLOB NOT NULL,
+    peer_id BLOB NOT NULL,
+    identity BLOB NOT NULL,
+    proof_time INTEGER NOT NULL,
+    PRIMARY KEY (info_hash, peer_id)
+);
 CREATE TABLE IF NOT EXISTS completed (
     info_hash BLOB PRIMARY KEY,
     count INTEGER NOT NULL
@@ -54,7 +65,15 @@ def snapshot_registry(registry: TrackerRegistry) -> list[SwarmSnapshot]:
             info_hash=info_hash,
             completed=swarm.completed,
             peers=[
-                PeerRecord(p.peer_id, p.ip, p.port, p.left, p.last_seen)
+                PeerRecord(
+                    p.peer_id,
+                    p.ip,
+                    p.port,
+                    p.left,
+                    p.last_seen,
+                    identity=p.identity,
+                    proof_time=p.proof_time,
+                )
                 for p in swarm.peers.values()
             ],
         )
@@ -81,6 +100,7 @@ class TrackerStore:
         try:
             with closing(self._connect()) as connection, connection:
                 connection.execute("DELETE FROM peers")
+                connection.execute("DELETE FROM identities")
                 connection.execute("DELETE FROM completed")
                 for swarm in swarms:
                     if swarm.completed:
@@ -97,6 +117,15 @@ class TrackerStore:
                             for p in swarm.peers
                         ],
                     )
+                    connection.executemany(
+                        "INSERT OR REPLACE INTO identities"
+                        " (info_hash, peer_id, identity, proof_time) VALUES (?, ?, ?, ?)",
+                        [
+                            (swarm.info_hash, p.peer_id, p.identity, p.proof_time)
+                            for p in swarm.peers
+                            if p.identity is not None
+                        ],
+                    )
         except sqlite3.Error as exc:
             raise StorageError(f"cannot save tracker database {self.path!r}: {exc}") from exc
 
@@ -109,12 +138,23 @@ class TrackerStore:
                     "SELECT info_hash, count FROM completed"
                 ):
                     swarms[bytes(info_hash)] = SwarmSnapshot(bytes(info_hash), int(count))
-                for info_hash, peer_id, ip, port, left, last_seen in connection.execute(
-                    "SELECT info_hash, peer_id, ip, port, left_bytes, last_seen FROM peers"
-                ):
+                rows = connection.execute(
+                    "SELECT p.info_hash, p.peer_id, ip, port, left_bytes, last_seen,"
+                    " identity, proof_time FROM peers AS p LEFT JOIN identities AS i"
+                    " ON p.info_hash = i.info_hash AND p.peer_id = i.peer_id"
+                )
+                for info_hash, peer_id, ip, port, left, last_seen, identity, proof in rows:
                     swarm = swarms.setdefault(bytes(info_hash), SwarmSnapshot(bytes(info_hash)))
                     swarm.peers.append(
-                        PeerRecord(bytes(peer_id), str(ip), int(port), int(left), float(last_seen))
+                        PeerRecord(
+                            bytes(peer_id),
+                            str(ip),
+                            int(port),
+                            int(left),
+                            float(last_seen),
+                            identity=None if identity is None else bytes(identity),
+                            proof_time=-1 if proof is None else int(proof),
+                        )
                     )
         except (sqlite3.Error, ValueError, TypeError) as exc:
             raise StorageError(f"cannot read tracker database {self.path!r}: {exc}") from exc
