@@ -499,6 +499,7 @@ class Client:
             await trio.aclose_forcefully(stream)
             return False
         remote_id = connection.remote_peer_id
+        assert remote_id is not None  # known once the handshake is through
         key = (torrent.info_hash, remote_id)
         existing = self._sessions.get(key)
         banned = self.is_banned(address, remote_id)
