@@ -37,6 +37,20 @@ def test_a_failed_address_backs_off_exponentially_and_is_forgotten() -> None:
     assert address not in candidates
 
 
+def test_retry_now_waives_the_back_off_of_an_address_the_user_asks_for() -> None:
+    candidates = make(retry_base=30.0, max_candidates=2)
+    address = ("127.0.0.1", 7010)
+    assert candidates.retry_now(address)  # unknown: added, due at once
+    assert candidates.next_to_dial(0.0, 1) == [address]
+    candidates.failed(address, 0.0)
+    assert candidates.next_to_dial(1.0, 1) == []
+    assert candidates.retry_now(address)
+    assert candidates.next_to_dial(1.0, 1) == [address]
+    assert candidates.next_to_dial(1.0, 1) == []  # dialling: not offered twice
+    candidates.add(("127.0.0.1", 7011))
+    assert not candidates.retry_now(("127.0.0.1", 7012))  # full
+
+
 def test_untried_addresses_come_before_ones_that_failed() -> None:
     candidates = make(retry_base=1.0)
     flaky = ("127.0.0.1", 7001)

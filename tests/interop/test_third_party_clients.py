@@ -141,7 +141,7 @@ async def download_from(
     """Wait for our download to complete, dialing the third-party client every second."""
     while not torrent.complete.is_set():
         if dial:
-            torrent.client.connect_soon(torrent, (LOOPBACK, running.port))
+            torrent.client.connect_now(torrent, (LOOPBACK, running.port))
         with trio.move_on_after(1):
             await torrent.complete.wait()
         peer_log.check()
@@ -163,7 +163,7 @@ async def seed_to(
     """Keep seeding (and dialing, if asked) until ``done()``: the other client has every byte."""
     while not done():
         if dial:
-            torrent.client.connect_soon(torrent, (LOOPBACK, running.port))
+            torrent.client.connect_now(torrent, (LOOPBACK, running.port))
         await trio.sleep(0.5)
         peer_log.check()
         assert running.process.returncode in (None, 0), running.tail()

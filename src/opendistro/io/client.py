@@ -367,6 +367,19 @@ class Client:
         torrent.candidates.add((host, port))
         self.dial_more(torrent)
 
+    def connect_now(self, torrent: Torrent, address: tuple[str, int]) -> None:
+        """Dial ``address`` for ``torrent`` as soon as a slot is free, even if it failed lately.
+
+        For a peer the user names (as libtorrent's ``connect_peer``): addresses from
+        trackers, the DHT and PEX go through :meth:`connect_soon` and its back-off.
+        """
+        if self._nursery is None or torrent.stopped.is_set() or not torrent.sources.uses_peers:
+            return
+        if self.is_banned(address):
+            return
+        torrent.candidates.retry_now(address)
+        self.dial_more(torrent)
+
     def dial_more(self, torrent: Torrent) -> None:
         """Dial the best candidates while the torrent has free connection slots."""
         if self._nursery is None or torrent.stopped.is_set():

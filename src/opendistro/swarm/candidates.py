@@ -57,6 +57,18 @@ class PeerCandidates:
         self._known[address] = _Candidate()
         return True
 
+    def retry_now(self, address: Address) -> bool:
+        """Make ``address`` due at once, waiving its back-off (the user asked for this peer).
+
+        False when the list is full and does not know it. A connected or
+        already dialling address stays as it is.
+        """
+        candidate = self._known.get(address)
+        if candidate is None:
+            return self.add(address)
+        candidate.retry_at = 0.0
+        return True
+
     def next_to_dial(self, now: float, count: int) -> list[Address]:
         """Up to ``count`` addresses to dial now, marked as being dialled."""
         if count <= 0:
