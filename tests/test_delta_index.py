@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from opendistro import bencode
 from opendistro.create import create_torrent
+from opendistro.delta import index as index_module
 from opendistro.delta.chunker import ChunkerParams, chunk_bytes
 from opendistro.delta.index import (
     MAX_FILES,
@@ -256,15 +257,16 @@ def test_oversized_index_is_refused_before_parsing() -> None:
         DeltaIndex.decode(b"d" + bytes(MAX_INDEX_SIZE))
 
 
-def test_too_many_files() -> None:
+def test_too_many_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert MAX_FILES == 100_000  # as for torrents
+    # the check itself, with a limit small enough to test quickly
+    monkeypatch.setattr(index_module, "MAX_FILES", 40)
     base = bencode.decode(small_index(IndexedFile(("f",), 0, ())).encode())
-    base[b"files"] = [
-        {b"length": 0, b"path": [b"f%d" % n], b"segments": []} for n in range(MAX_FILES + 1)
-    ]
-    with pytest.raises(DeltaIndexError, match="more than 100000 files"):
+    base[b"files"] = [{b"length": 0, b"path": [b"f%d" % n], b"segments": []} for n in range(41)]
+    with pytest.raises(DeltaIndexError, match="more than 40 files"):
         DeltaIndex.decode(bencode.encode(base))
-    base[b"files"] = base[b"files"][:MAX_FILES]
-    assert len(DeltaIndex.decode(bencode.encode(base)).files) == MAX_FILES
+    base[b"files"] = base[b"files"][:40]
+    assert len(DeltaIndex.decode(bencode.encode(base)).files) == 40
 
 
 def test_recipe_value_size_limit() -> None:
