@@ -33,9 +33,14 @@ measured on the largest corpus file present.
 The mirror is on loopback, so round trips cost nothing; ``--mirror-rtt-ms``
 puts a relay in front of it that adds latency (not bandwidth limits), which
 shows what the number of requests (also printed) costs in update time.
-``--delta-from peer`` has the rebuild take the index and content from the
-seeder over ``od_delta`` instead of the mirror. Ratios count body bytes, as
-the baselines do; each request also costs ~500 bytes of HTTP headers.
+``--delta-from peer`` has the rebuild take the index, the pack (header, blocks
+and patches) and content from the seeder over ``od_delta`` instead of the
+mirror (segments fetched whole still come from the mirror); every pair then
+also runs over the mirror (unless ``--no-compare``), and the peer-path median
+is printed next to the mirror median. Ratios count body bytes, as the
+baselines do; each request also costs ~500 bytes of HTTP headers, and
+od_delta messages their BitTorrent framing (counted: the peer path counts
+bytes as received on the wire).
 
 Everything runs in one process (publisher, mirror, seeder, leecher), so the
 peak RSS is an upper bound for the client alone: the publisher's xz recipe
@@ -43,12 +48,14 @@ search for the .deb alone takes ~155 MB. The last line is one JSON object.
 
     python3 benchmarks/delta.py [--quick] [--corpus DIR] [--pairs NAME_FORMAT,...]
                                 [--explain] [--piece-kib N] [--mirror-rtt-ms MS]
-                                [--delta-from mirror|peer] [--no-pack] [--no-patches]
+                                [--delta-from mirror|peer] [--no-compare] [--no-pack]
+                                [--no-patches]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import filecmp
 import json
@@ -323,7 +330,7 @@ async def run_pair(
         )
         publish_s = time.perf_counter() - started
         async with Client(host=HOST) as seeder:
-            await seeder.seed(metainfo, publisher)
+            seeding = await seeder.seed(metainfo, publisher)
             started = time.perf_counter()
             with trio.fail_after(limit):
                 outcome = await update_from_previous(
@@ -341,6 +348,7 @@ async def run_pair(
                 if not torrent.complete.is_set():
                     raise BenchmarkError(f"{pair.key}: not complete after {limit:.0f} s")
                 status = torrent.status()
+            peer_pack_requests = seeding.delta_server.pack_requests_served
         nursery.cancel_scope.cancel()
     if torrent.error is not None:
         raise BenchmarkError(f"{pair.key}: download failed: {torrent.error}")
@@ -373,6 +381,9 @@ async def run_pair(
         "patches_applied": outcome.patches_applied,
         "patch_bytes": outcome.patch_bytes,
         "patch_failures": len(outcome.patch_failures),
+        "pack_chunks_refetched": outcome.pack_chunks_refetched,
+        "delta_from": args.delta_from,
+        "peer_pack_requests": peer_pack_requests,
         "leecher_bytes_from_peers": status.bytes_from_peers,
         "leecher_bytes_from_mirrors": status.bytes_from_mirrors,
         "hash_failures": status.hash_failures,
@@ -462,6 +473,9 @@ def medians(
             "pairs": len(members),
             "opendistro": round(statistics.median(r["ratio"] for r in members), 4),
         }
+        mirror = [r["mirror_ratio"] for r in members if "mirror_ratio" in r]
+        if mirror:
+            figures["opendistro_mirror"] = round(statistics.median(mirror), 4)
         for tool in BASELINES:
             values = [baseline_ratio(baselines, r["pair"], tool) for r in members]
             known = [v for v in values if v is not None]
@@ -542,10 +556,22 @@ async def main(args: argparse.Namespace) -> None:
     print(f"{len(located)} pairs from {args.corpus}; Python {sys.version.split()[0]}", flush=True)
     print(header(), flush=True)
     results: list[dict[str, Any]] = []
+    compare = args.delta_from == "peer" and not args.no_compare
     for pair, old_file, new_file in located:
+        mirror_result = None
+        if compare:
+            over_mirror = copy.copy(args)
+            over_mirror.delta_from, over_mirror.explain = "mirror", False
+            mirror_result = await run_guarded(pair, old_file, new_file, over_mirror, skipped)
         result = await run_guarded(pair, old_file, new_file, args, skipped)
         if result is None:
             continue
+        if mirror_result is not None:
+            result["mirror_ratio"] = mirror_result["ratio"]
+            result["mirror_rebuild_fetched_bytes"] = mirror_result["rebuild_fetched_bytes"]
+            print(f"{'':<20} over the mirror: {mirror_result['ratio']:.3f}"
+                  f" (peer {result['ratio']:.3f}, {result['peer_pack_requests']} pack"
+                  f" requests, {result['patches_applied']} patches)", flush=True)
         result["peak_rss_mb_so_far"] = peak_rss_mb()
         results.append(result)
         print(row(result, baselines), flush=True)
@@ -558,10 +584,15 @@ async def main(args: argparse.Namespace) -> None:
 
     table = medians(results, baselines)
     print()
-    print(f"{'median ratio':<12} {'pairs':>5} {'od':>6} " + " ".join(f"{t:>7}" for t in BASELINES))
+    od = "od peer" if args.delta_from == "peer" else "od"
+    mirror_column = compare and any("opendistro_mirror" in f for f in table.values())
+    print(f"{'median ratio':<12} {'pairs':>5} {od:>7} "
+          + (f"{'od mirror':>9} " if mirror_column else "")
+          + " ".join(f"{t:>7}" for t in BASELINES))
     for group, figures in table.items():
         print(
-            f"{group:<12} {figures['pairs']:>5} {figures['opendistro']:>6.3f} "
+            f"{group:<12} {figures['pairs']:>5} {figures['opendistro']:>7.3f} "
+            + (f"{ratio_text(figures.get('opendistro_mirror')):>9} " if mirror_column else "")
             + " ".join(f"{ratio_text(figures[t]):>7}" for t in BASELINES)
         )
     overall = table["overall"]["opendistro"]
@@ -592,6 +623,10 @@ async def main(args: argparse.Namespace) -> None:
         "corpus": str(args.corpus),
         "quick": args.quick,
         "delta_from": args.delta_from,
+        "median_peer": overall if args.delta_from == "peer" else None,
+        "median_mirror": (
+            table["overall"].get("opendistro_mirror") if args.delta_from == "peer" else overall
+        ),
         "mirror_rtt_ms": args.mirror_rtt_ms,
         "pairs": results,
         "skipped": skipped,
@@ -629,4 +664,6 @@ if __name__ == "__main__":
     parser.add_argument("--delta-from", choices=("mirror", "peer"), default="mirror",
                         help="where the rebuild gets the index and content: the mirror, or the"
                         " seeder over od_delta (segments fetched whole still come from the mirror)")
+    parser.add_argument("--no-compare", action="store_true",
+                        help="with --delta-from peer, skip the run over the mirror beside it")
     trio.run(main, parser.parse_args())

@@ -29,11 +29,16 @@ from opendistro.wire.extensions.od_delta import (
     IndexData,
     IndexReject,
     IndexRequest,
+    PackAnnouncement,
+    PackData,
+    PackReject,
+    PackRequest,
     compress_content,
     decode_delta_message,
     encode_delta_message,
     index_response,
     lists_zlib,
+    pack_announcement,
 )
 
 VECTORS = Path(__file__).resolve().parents[1] / "extensions" / "od_delta_vectors.json"
@@ -47,6 +52,11 @@ GOOD: list[tuple[str, DeltaMessage]] = [
     ("content data, empty id 0", ContentData(0, b"")),
     ("content reject", ContentReject(2**31 - 1)),
     ("content data, zlib", ContentData(6, zlib.compress(b"hello " * 40, 6), "zlib")),
+    ("pack request", PackRequest(9, 1 << 40, 65536)),
+    ("pack request, first byte", PackRequest(0, 0, 1)),
+    ("pack data", PackData(9, bytes.fromhex("fd377a585a00"))),
+    ("pack data, empty", PackData(2**31 - 1, b"")),
+    ("pack reject", PackReject(9)),
 ]
 
 BAD: list[tuple[str, bytes]] = [
@@ -70,6 +80,22 @@ BAD: list[tuple[str, bytes]] = [
     ("content data over 64 KiB", b"d2:idi1e8:msg_typei4ee" + bytes(65537)),
     ("content data of an unknown encoding", b"d3:enc4:gzip2:idi1e8:msg_typei4eeXY"),
     ("content data encoding not a string", b"d3:enci1e2:idi1e8:msg_typei4eeXY"),
+    ("pack request of 0 bytes", b"d2:idi1e6:lengthi0e8:msg_typei6e6:offseti0ee"),
+    ("pack request over 64 KiB", b"d2:idi1e6:lengthi65537e8:msg_typei6e6:offseti0ee"),
+    ("pack request without offset", b"d2:idi1e6:lengthi1e8:msg_typei6ee"),
+    ("pack request without id", b"d6:lengthi1e8:msg_typei6e6:offseti0ee"),
+    ("pack request offset beyond 2^50",
+     b"d2:idi1e6:lengthi1e8:msg_typei6e6:offseti1125899906842625ee"),
+    ("pack request negative offset", b"d2:idi1e6:lengthi1e8:msg_typei6e6:offseti-1ee"),
+    ("pack request id beyond 2^31-1",
+     b"d2:idi2147483648e6:lengthi1e8:msg_typei6e6:offseti0ee"),
+    ("pack request length as a string", b"d2:idi1e6:length1:18:msg_typei6e6:offseti0ee"),
+    ("trailing bytes after a pack request", b"d2:idi1e6:lengthi1e8:msg_typei6e6:offseti0eeXY"),
+    ("pack data over 64 KiB", b"d2:idi1e8:msg_typei7ee" + bytes(65537)),
+    ("pack data with an encoding", b"d3:enc4:zlib2:idi1e8:msg_typei7eeXY"),
+    ("pack data without id", b"d8:msg_typei7eeXY"),
+    ("pack reject without id", b"d8:msg_typei8ee"),
+    ("trailing bytes after a pack reject", b"d2:idi1e8:msg_typei8eeX"),
 ]
 
 
@@ -201,8 +227,8 @@ def test_a_compressed_answer_inflates_to_exactly_the_request() -> None:
     answer = compress_content(request.request_id, content)
     assert answer.enc == "zlib" and len(answer.data) < len(content) // 10
     decoded = decode_delta_message(encode_delta_message(answer))
-    assert requests.answered(decoded) == request
     assert isinstance(decoded, ContentData)
+    assert requests.answered(decoded) == request
     assert ContentRequests.content(request, decoded) == content
 
 
@@ -273,3 +299,84 @@ def test_a_rejected_piece_is_asked_for_again() -> None:
     assert assembler.next_request() == IndexRequest(0)
     assert assembler.next_request() == IndexRequest(2)
     assert assembler.next_request() is None
+
+
+def test_pack_answers_must_match_an_outstanding_pack_request() -> None:
+    requests = ContentRequests(limit=3)
+    content = requests.request(0, 0, 0, 10)
+    pack = requests.request_pack(100, 5)
+    assert content.request_id != pack.request_id
+    with pytest.raises(RemoteProtocolError, match="another kind"):
+        requests.answered(PackData(content.request_id, bytes(10)))
+    with pytest.raises(RemoteProtocolError, match="another kind"):
+        requests.answered(ContentData(pack.request_id, bytes(5)))
+    pack = requests.request_pack(100, 5)
+    with pytest.raises(RemoteProtocolError, match="asked 5 bytes, got 4"):
+        requests.answered(PackData(pack.request_id, bytes(4)))
+    pack = requests.request_pack(100, 5)
+    assert requests.answered(PackData(pack.request_id, b"12345")) == pack
+    rejected = requests.request_pack(0, 1)
+    assert requests.answered(PackReject(rejected.request_id)) == rejected
+    with pytest.raises(RemoteProtocolError, match="unknown request"):
+        requests.answered(PackReject(rejected.request_id))
+
+
+def test_pack_and_content_requests_share_one_limit() -> None:
+    requests = ContentRequests(limit=2)
+    requests.request(0, 0, 0, 1)
+    requests.request_pack(0, 1)
+    assert requests.full
+    with pytest.raises(LocalProtocolError, match="outstanding"):
+        requests.request_pack(1, 1)
+    assert len(requests.abandon()) == 2 and not requests.full
+
+
+def test_we_never_send_oversized_pack_messages() -> None:
+    with pytest.raises(LocalProtocolError, match="pack request"):
+        encode_delta_message(PackRequest(1, 0, CONTENT_BLOCK_SIZE + 1))
+    with pytest.raises(LocalProtocolError, match="pack request"):
+        encode_delta_message(PackRequest(1, 0, 0))
+    with pytest.raises(LocalProtocolError, match="pack data"):
+        encode_delta_message(PackData(1, bytes(CONTENT_BLOCK_SIZE + 1)))
+
+
+GOOD_PACK = {b"od_delta_pack_size": 300, b"od_delta_pack_sha256": bytes(32),
+             b"od_delta_blocks_size": 1 << 40}
+
+
+def test_a_pack_is_announced_by_three_handshake_keys() -> None:
+    announced = pack_announcement(GOOD_PACK)
+    assert announced == PackAnnouncement(300, bytes(32), 1 << 40)
+    assert announced.total_size == 300 + (1 << 40)
+    assert pack_announcement(announced.extra()) == announced
+    assert pack_announcement({}) is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {b"od_delta_pack_size": 0},
+        {b"od_delta_pack_size": (64 << 20) + 1},
+        {b"od_delta_pack_size": b"300"},
+        {b"od_delta_pack_size": True},
+        {b"od_delta_pack_sha256": bytes(31)},
+        {b"od_delta_pack_sha256": 5},
+        {b"od_delta_blocks_size": 0},
+        {b"od_delta_blocks_size": (1 << 50) + 1},
+        {b"od_delta_blocks_size": [1]},
+        {b"od_delta_blocks_size": None},
+    ],
+    ids=lambda change: repr(change)[:60],
+)
+def test_a_bad_pack_announcement_is_ignored(change: dict[bytes, Any]) -> None:
+    extra = {**GOOD_PACK, **change}
+    extra = {key: value for key, value in extra.items() if value is not None}
+    assert pack_announcement(extra) is None
+
+
+def test_a_plain_answer_is_its_own_content() -> None:
+    requests = ContentRequests()
+    request = requests.request(0, 0, 0, 3)
+    answer = ContentData(request.request_id, b"abc")
+    assert requests.answered(answer) == request
+    assert ContentRequests.content(request, answer) == b"abc"

@@ -8,15 +8,22 @@ extension handshake naming only ``od_delta``, then index pieces and up to
 :data:`~opendistro.wire.extensions.od_delta.MAX_OUTSTANDING` content requests
 in flight. It uploads nothing and says it has nothing (``HaveNone``). It
 accepts zlib-compressed answers (``od_delta_enc``) and inflates them, bounded.
+From a peer that announces the publisher's pack it also fetches the pack's
+header and ranges of its blocks, the same requests in flight.
 
 Everything it returns is unverified: the caller rebuilds files whose pieces
-the torrent engine then checks.
+the torrent engine then checks. A peer that breaks the protocol, refuses or
+stalls is dropped: the connection is closed and every later call raises
+:class:`~opendistro.errors.DeltaPeerError`, so a late answer can never be
+taken for the answer to another request.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 import trio
@@ -32,20 +39,34 @@ from ..wire.extensions.od_delta import (
     HANDSHAKE_SHA256_KEY,
     HANDSHAKE_SIZE_KEY,
     MAX_INDEX_SIZE,
+    MAX_OUTSTANDING,
     ContentData,
     ContentReject,
+    ContentRequest,
     ContentRequests,
+    DeltaMessage,
     IndexAssembler,
     IndexData,
     IndexReject,
+    PackAnnouncement,
+    PackData,
+    PackReject,
+    Request,
     decode_delta_message,
     encode_delta_message,
     lists_zlib,
+    pack_announcement,
 )
 from ..wire.messages import Extended, Handshake, HaveNone
 
-__all__ = ["DeltaPeer"]
+__all__ = ["DeltaPeer", "PackSink"]
 
+PackSink = Callable[[int, bytes], None]
+"""Takes the bytes of pack span ``n`` as ``(n, data)``, each span's in order."""
+
+PACK_REQUESTS_IN_FLIGHT = 16
+"""Pack requests outstanding at once: 1 MiB of answers. The client inflates blocks between
+reads, and a seeder drops a connection that leaves 2 MiB of its answers unread."""
 CONNECT_TIMEOUT = 10.0
 ANSWER_TIMEOUT = 30.0
 _OUR_ID = 1
@@ -148,6 +169,11 @@ class DeltaPeer:
             if whole is not None:
                 return whole
 
+    @property
+    def pack(self) -> PackAnnouncement | None:
+        """The pack the peer announced, if it serves one."""
+        return pack_announcement(self._remote.extra) if self._remote else None
+
     async def fetch_content(
         self, ranges: Sequence[tuple[int, int, int, int]], sink: os.PathLike[str] | str
     ) -> int:
@@ -164,40 +190,131 @@ class DeltaPeer:
         ]
         total = 0
         with open(sink, "r+b" if os.path.exists(sink) else "w+b") as out:
-            pending: dict[int, tuple[int, int, int, int]] = {}
-            position = 0
-            while position < len(pieces) or pending:
-                while position < len(pieces) and not self._requests.full:
-                    request = self._requests.request(*pieces[position])
-                    pending[request.request_id] = pieces[position]
+
+            def write(number: int, data: bytes) -> None:
+                nonlocal total
+                out.seek(pieces[number][2])
+                out.write(data)
+                total += len(data)
+
+            await self._fetch(
+                [functools.partial(self._requests.request, *piece) for piece in pieces], write
+            )
+        return total
+
+    async def fetch_pack_header(self) -> bytes:
+        """The pack's header, checked against the SHA-256 the peer announced.
+
+        Only a transfer check: the caller decodes it and uses it only if it
+        names the index in use (``index-sha256``).
+        """
+        pack = self.pack
+        if pack is None:
+            raise DeltaPeerError(f"{self.label} serves no pack")
+        parts: list[bytes] = []
+        await self._fetch_pack([(0, pack.header_size)], lambda _, data: parts.append(data))
+        header = b"".join(parts)
+        if hashlib.sha256(header).digest() != pack.header_sha256:
+            await self.aclose()
+            raise DeltaPeerError(f"{self.label} sent a pack header other than it announced")
+        return header
+
+    async def fetch_blocks(self, spans: Sequence[tuple[int, int]], sink: PackSink) -> None:
+        """Bytes ``start..end`` of the pack's blocks (``NAME.odblocks``) for every span,
+        pipelined; ``sink`` gets each span's bytes in order, spans in order.
+
+        At most :data:`MAX_OUTSTANDING` requests of 64 KiB are in flight, so at
+        most that many answers wait for an earlier one.
+        """
+        pack = self.pack
+        if pack is None:
+            raise DeltaPeerError(f"{self.label} serves no pack")
+        offset = pack.header_size
+        if any(not 0 <= start <= end <= pack.blocks_size for start, end in spans):
+            raise DeltaPeerError(f"{self.label}: a span beyond the pack it announced")
+        await self._fetch_pack([(offset + start, offset + end) for start, end in spans], sink)
+
+    async def _fetch_pack(self, spans: Sequence[tuple[int, int]], sink: PackSink) -> None:
+        pieces = [
+            (number, start, min(CONTENT_BLOCK_SIZE, end - start))
+            for number, (first, end) in enumerate(spans)
+            for start in range(first, end, CONTENT_BLOCK_SIZE)
+        ]
+        await self._fetch(
+            [functools.partial(self._requests.request_pack, start, length)
+             for _, start, length in pieces],
+            lambda number, data: sink(pieces[number][0], data),
+            in_flight=PACK_REQUESTS_IN_FLIGHT,
+        )
+
+    async def _fetch(
+        self,
+        requests: Sequence[Callable[[], Request]],
+        deliver: Callable[[int, bytes], None],
+        *,
+        in_flight: int = MAX_OUTSTANDING,
+    ) -> None:
+        """Send ``requests`` (made when there is room), at most ``in_flight`` outstanding;
+        ``deliver`` gets every answer's bytes as ``(request number, data)``, in request order.
+
+        Any failure (a refusal, a protocol error, a stall, or ``deliver`` raising)
+        drops the peer: its outstanding answers could not be told apart later.
+        """
+        try:
+            sent: dict[int, int] = {}
+            """Request id to its number, while outstanding."""
+            early: dict[int, bytes] = {}
+            """Answers that came before an earlier one."""
+            position = delivered = 0
+            while delivered < len(requests):
+                while (
+                    position < len(requests)
+                    and not self._requests.full
+                    and len(sent) < in_flight
+                ):
+                    request = requests[position]()
+                    sent[request.request_id] = position
                     position += 1
                     await self._send(request)
                 while not self._answers:
                     await self._wait()
                 request_id, answer = self._answers.popitem()
-                piece = pending.pop(request_id)
+                number = sent.pop(request_id)
                 if answer is None:
-                    raise DeltaPeerError(f"{self.label} refused content {piece}")
-                out.seek(piece[2])
-                out.write(answer)
-                total += len(answer)
-        return total
+                    raise DeltaPeerError(f"{self.label} refused request {number}")
+                early[number] = answer
+                while delivered in early:
+                    deliver(delivered, early.pop(delivered))
+                    delivered += 1
+        except BaseException:
+            await self.aclose()
+            raise
 
     # -- the connection ------------------------------------------------------------------
 
-    async def _send(self, message: object) -> None:
-        assert self._stream is not None and self._remote is not None
-        payload = encode_delta_message(message)  # type: ignore[arg-type]
+    async def _send(self, message: DeltaMessage) -> None:
+        if self._stream is None or self._remote is None:
+            raise DeltaPeerError(f"{self.label}: the connection is closed")
+        payload = encode_delta_message(message)
         data = self._connection.send(Extended(self._remote.m[EXTENSION_NAME], payload))
-        async with self._send_lock:
-            await self._stream.send_all(data)
+        try:
+            async with self._send_lock:
+                await self._stream.send_all(data)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise DeltaPeerError(f"{self.label}: {exc}") from exc
 
     async def _wait(self) -> None:
-        with trio.fail_after(ANSWER_TIMEOUT):
-            await self._receive()
+        try:
+            with trio.fail_after(ANSWER_TIMEOUT):
+                await self._receive()
+        except trio.TooSlowError as exc:
+            raise DeltaPeerError(f"{self.label} did not answer in time") from exc
+        except (OSError, trio.BrokenResourceError) as exc:
+            raise DeltaPeerError(f"{self.label}: {exc}") from exc
 
     async def _receive(self) -> None:
-        assert self._stream is not None
+        if self._stream is None:
+            raise DeltaPeerError(f"{self.label}: the connection is closed")
         data = await self._stream.receive_some(1 << 16)
         if not data:
             raise DeltaPeerError(f"{self.label} closed the connection")
@@ -233,12 +350,15 @@ class DeltaPeer:
             return
         try:
             message = decode_delta_message(event.payload)
-            if isinstance(message, ContentData | ContentReject):
+            if isinstance(message, ContentData | ContentReject | PackData | PackReject):
                 request = self._requests.answered(message)
-                self._answers[message.request_id] = (
-                    self._requests.content(request, message)
-                    if isinstance(message, ContentData) else None
-                )
+                if isinstance(message, ContentData):
+                    assert isinstance(request, ContentRequest)  # answered() checks the kind
+                    self._answers[message.request_id] = self._requests.content(request, message)
+                elif isinstance(message, PackData):
+                    self._answers[message.request_id] = message.data
+                else:
+                    self._answers[message.request_id] = None
             elif isinstance(message, IndexData | IndexReject):
                 self._index_pieces.append(message)
         except RemoteProtocolError as exc:

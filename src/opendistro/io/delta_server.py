@@ -10,6 +10,13 @@ served from there with positioned reads; the cache is bounded in files and
 removed with the torrent. To a peer that accepts it (``od_delta_enc``), an
 answer goes zlib-compressed when that makes it smaller.
 
+When the publisher's pack (``NAME.odpack`` and ``NAME.odblocks``, written by
+``opendistro create --previous``) lies beside the index, and belongs to it,
+the handshake announces it too and peers fetch ranges of it (the header,
+then the blocks) with pack requests: the same compressed blocks and binary
+patches a mirror serves, so an update from peers costs what one from a
+mirror does. Pack and content requests share the per-peer limit.
+
 Nothing here is trusted by the asker (it checks every piece it rebuilds), and
 nothing is served before every piece of the release has been verified.
 """
@@ -19,12 +26,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ..delta.archives import read_content
 from ..delta.index import DeltaIndex, Segment
+from ..delta.pack import PackHeader
+from ..delta.publish import pack_paths
 from ..errors import OpenDistroError, RemoteProtocolError
 from ..wire.extensions.od_delta import (
     ENCODING_ZLIB,
@@ -33,11 +43,16 @@ from ..wire.extensions.od_delta import (
     HANDSHAKE_SHA256_KEY,
     HANDSHAKE_SIZE_KEY,
     MAX_OUTSTANDING,
+    MAX_PACK_HEADER_SIZE,
     ContentData,
     ContentReject,
     ContentRequest,
     DeltaMessage,
     IndexRequest,
+    PackAnnouncement,
+    PackData,
+    PackReject,
+    PackRequest,
     compress_content,
     decode_delta_message,
     encode_delta_message,
@@ -68,9 +83,16 @@ class DeltaServer:
         self._cache: dict[tuple[int, int], str] = {}
         self._building: dict[tuple[int, int], trio.Event] = {}
         self.requests_served = 0
+        self.pack: PackAnnouncement | None = None
+        """The pack we serve beside the index, if any."""
+        self._pack_header = b""
+        self._blocks_path: Path | None = None
+        self.pack_requests_served = 0
 
     def load(self, index_bytes: bytes) -> None:
-        """Serve ``index_bytes`` (an encoded delta index of this very torrent)."""
+        """Serve ``index_bytes`` (an encoded delta index of this very torrent), and the
+        pack published beside the data (``NAME.odpack``, ``NAME.odblocks``) if it is
+        there and belongs to that index."""
         index = DeltaIndex.decode(index_bytes)
         metainfo = self._torrent.metainfo
         if metainfo is None or (index.info_hash_v1, index.info_hash_v2) != (
@@ -79,16 +101,43 @@ class DeltaServer:
         ):
             raise OpenDistroError("the delta index belongs to another release")
         self.index, self.index_bytes = index, bytes(index_bytes)
+        self.pack, self._pack_header, self._blocks_path = None, b"", None
+        header, blocks = pack_paths(self._torrent.download_dir, metainfo)
+        if header.exists():
+            try:
+                self.load_pack(header, blocks)
+            except (OSError, OpenDistroError) as exc:
+                self._torrent.client.log(f"od_delta: not serving the pack: {exc}")
+
+    def load_pack(self, header_path: Path, blocks_path: Path) -> None:
+        """Serve the pack in these two files; it must be the pack of the index we serve."""
+        if self.index_bytes is None:
+            raise OpenDistroError("a pack is served only beside its delta index")
+        with open(header_path, "rb") as handle:
+            header_bytes = handle.read(MAX_PACK_HEADER_SIZE + 1)
+        header = PackHeader.decode(header_bytes)
+        if header.index_sha256 != hashlib.sha256(self.index_bytes).digest():
+            raise OpenDistroError(f"{header_path} is the pack of another delta index")
+        blocks_size = os.stat(blocks_path).st_size
+        if blocks_size != header.blocks_size or blocks_size == 0:
+            raise OpenDistroError(f"{blocks_path} is not the size its pack header gives")
+        self._pack_header, self._blocks_path = header_bytes, blocks_path
+        self.pack = PackAnnouncement(
+            len(header_bytes), hashlib.sha256(header_bytes).digest(), blocks_size
+        )
 
     def handshake_extra(self) -> dict[bytes, Any]:
-        """What our BEP 10 handshake says about the index we serve."""
+        """What our BEP 10 handshake says about the index (and pack) we serve."""
         if self.index_bytes is None:
             return {}
-        return {
+        extra = {
             HANDSHAKE_SIZE_KEY: len(self.index_bytes),
             HANDSHAKE_SHA256_KEY: hashlib.sha256(self.index_bytes).digest(),
             HANDSHAKE_ENC_KEY: [ENCODING_ZLIB],
         }
+        if self.pack is not None:
+            extra.update(self.pack.extra())
+        return extra
 
     def peer_gone(self, peer: PeerSession) -> None:
         self._outstanding.pop(peer, None)
@@ -108,14 +157,17 @@ class DeltaServer:
             return
         if isinstance(message, IndexRequest):
             self._reply(peer, index_response(self.index_bytes or b"", message))
-        elif isinstance(message, ContentRequest):
+        elif isinstance(message, ContentRequest | PackRequest):
             if self._outstanding.get(peer, 0) >= MAX_OUTSTANDING:
-                self._reply(peer, ContentReject(message.request_id))
+                self._reply(peer, _reject(message))
                 return
             self._outstanding[peer] = self._outstanding.get(peer, 0) + 1
             nursery = self._torrent.nursery
             assert nursery is not None
-            nursery.start_soon(self._serve, peer, message)
+            if isinstance(message, PackRequest):
+                nursery.start_soon(self._serve_pack, peer, message)
+            else:
+                nursery.start_soon(self._serve, peer, message)
         # Answers to requests we never make as a server are ignored.
 
     def _reply(self, peer: PeerSession, message: DeltaMessage) -> None:
@@ -145,6 +197,36 @@ class DeltaServer:
         self._reply(peer, answer)
         if data is not None:
             self.requests_served += 1
+
+    async def _serve_pack(self, peer: PeerSession, request: PackRequest) -> None:
+        data: bytes | None = None
+        try:
+            data = await self._pack_bytes(request)
+        except OSError as exc:
+            self._torrent.client.log(f"od_delta: cannot serve {request}: {exc}")
+        finally:
+            self._outstanding[peer] = max(0, self._outstanding.get(peer, 1) - 1)
+        if data is None:
+            self._reply(peer, PackReject(request.request_id))
+            return
+        self._reply(peer, PackData(request.request_id, data))
+        self.pack_requests_served += 1
+
+    async def _pack_bytes(self, request: PackRequest) -> bytes | None:
+        """The pack's bytes the request asks for: from the header, then the blocks file."""
+        pack, blocks_path = self.pack, self._blocks_path
+        if pack is None or blocks_path is None:
+            return None
+        start, end = request.offset, request.offset + request.length
+        if end > pack.total_size:
+            return None
+        data = self._pack_header[start:end]
+        if end > pack.header_size:
+            offset = max(start, pack.header_size) - pack.header_size
+            length = end - pack.header_size - offset
+            async with self._readers:
+                data += await trio.to_thread.run_sync(_pread, blocks_path, offset, length)
+        return data if len(data) == request.length else None  # the file shrank
 
     async def _content(self, request: ContentRequest) -> bytes | None:
         index, torrent = self.index, self._torrent
@@ -229,7 +311,13 @@ def _accepts_zlib(peer: PeerSession) -> bool:
     return remote is not None and lists_zlib(remote.extra)
 
 
-def _pread(path: str, offset: int, length: int) -> bytes:
+def _reject(request: ContentRequest | PackRequest) -> ContentReject | PackReject:
+    if isinstance(request, PackRequest):
+        return PackReject(request.request_id)
+    return ContentReject(request.request_id)
+
+
+def _pread(path: str | os.PathLike[str], offset: int, length: int) -> bytes:
     with open(path, "rb") as handle:
         return os.pread(handle.fileno(), length, offset)
 

@@ -1,12 +1,14 @@
 """Building a new release from the previous one plus what changed, before the swarm starts.
 
 ``get --previous OLD`` runs this first. It fetches the release's delta index
-(``spec/delta-index.md``) from a mirror, chunks the old files the same way
-(their compressed segments by content, so a .tar.gz or a wheel diffs well),
-plans what to reuse and what to fetch (:mod:`opendistro.delta.plan`), fetches
-the missing content with HTTP ``Range`` requests (compressed blocks of the
-release's pack when the mirror has one, :mod:`opendistro.delta.pack`; else
-file bytes for raw segments, the ``.odcontent`` sidecar for compressed ones),
+(``spec/delta-index.md``) from a peer over ``od_delta`` or from a mirror, chunks
+the old files the same way (their compressed segments by content, so a
+.tar.gz or a wheel diffs well), plans what to reuse and what to fetch
+(:mod:`opendistro.delta.plan`), fetches the missing content (compressed blocks
+of the release's pack when the peer or mirror has one,
+:mod:`opendistro.delta.pack`; else content ranges from the peer, or from the
+mirror file bytes for raw segments and the ``.odcontent`` sidecar for
+compressed ones),
 applies the pack's binary patches to old contents it holds where they cost
 less than the chunks (each result checked against the index's chunk hashes
 before use; a patch that does not apply falls back to the chunks),
@@ -18,7 +20,10 @@ which compressed segments are fetched whole instead.
 It never decides what is correct: the torrent engine then hash-checks every
 piece of the staging folder, keeps those that match and downloads the rest
 from peers and mirrors as usual. A wrong index, a mirror serving bad content
-or a recompression that comes out different only costs those pieces. The old
+or a recompression that comes out different only costs those pieces. Chunks cut
+from pack blocks are still checked against their hashes as they are written,
+and those of a block that does not decompress or check out are fetched again
+as plain content, so a lying peer or mirror costs a little traffic. The old
 files are only read. Memory stays bounded: content moves in chunks, old
 compressed content and fetched ranges are spilled to scratch files that are
 deleted afterwards.
@@ -27,6 +32,7 @@ deleted afterwards.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import functools
 import hashlib
 import os
@@ -41,6 +47,7 @@ import trio
 
 from .. import http_get
 from ..delta.archives import SegmentLayout, read_range, rebuild
+from ..delta.chunker import HASH_SIZE
 from ..delta.index import DeltaIndex, IndexedFile, Segment
 from ..delta.pack import PackedPatch, PackHeader, decompress_block
 from ..delta.patchapply import OldContent, apply_checked, find_bases
@@ -61,7 +68,7 @@ from ..delta.publish import (
     PACK_SUFFIX,
     decompress_index,
 )
-from ..errors import DeltaPeerError, IntegrityError, MirrorError, OpenDistroError
+from ..errors import DeltaError, DeltaPeerError, IntegrityError, MirrorError, OpenDistroError
 from ..metainfo import FileEntry, Metainfo
 from ..mirrors.http import HttpMirror
 from ..mirrors.webseed import (
@@ -72,7 +79,7 @@ from ..mirrors.webseed import (
     file_url,
 )
 from ..storage.files import FileStorage
-from .delta_peer import DeltaPeer
+from .delta_peer import DeltaPeer, PackSink
 
 __all__ = [
     "ChooseFiles",
@@ -120,13 +127,16 @@ class DeltaOutcome:
     raw_fallbacks: list[str] = field(default_factory=list)
     """Index notes on compressed data the publisher could not make reproducible."""
     failures: list[str] = field(default_factory=list)
+    """Segments that could not be rebuilt; the swarm fetches their pieces instead."""
     patches_applied: int = 0
     """Segments rebuilt from a binary patch of the pack."""
     patch_bytes: int = 0
     """Bytes of the patches fetched (also counted in ``bytes_fetched`` and ``pack_bytes``)."""
     patch_failures: list[str] = field(default_factory=list)
     """Patches that did not apply or check out; their segments were fetched as chunks."""
-    """Segments that could not be rebuilt; the swarm fetches their pieces instead."""
+    pack_chunks_refetched: int = 0
+    """Chunks wanted from pack blocks that did not arrive, decompress or match their hash;
+    they were fetched again as content (or left to the ordinary download)."""
     index: DeltaIndex | None = None
     """The index used (a client that completes serves it on to others)."""
     file_costs: list[FileCost] = field(default_factory=list)
@@ -204,7 +214,8 @@ async def update_from_previous(
     index: one that does not match is refused wherever it came from.
 
     The index and missing content come from the first of ``peers`` that
-    serves them over ``od_delta``, else from ``mirrors``. Segments not worth
+    serves them over ``od_delta``, else from ``mirrors``; the pack from that
+    peer when it announces one, else from the first mirror. Segments not worth
     a delta (fetched whole) come from a mirror, or with only peers are left
     to the ordinary download, which fetches whatever pieces are still wrong.
 
@@ -225,13 +236,16 @@ async def update_from_previous(
             delta_index = _decode_index(index_data, metainfo, peer.label)
             base = mirrors[0] if mirrors else None
             outcome.index_bytes = len(index_data)
+            pack = await _peer_pack_header(peer, index_data)
+            if pack is None and base is not None:
+                pack = await _fetch_pack_header(metainfo, base, index_data)
         else:
             (delta_index, index_data), base, outcome.index_bytes = await _fetch_index(
                 client, metainfo, mirrors, index_sha256
             )
             pack = await _fetch_pack_header(metainfo, base, index_data)
-            if pack is not None:
-                outcome.pack_bytes = pack.header_size
+        if pack is not None:
+            outcome.pack_bytes = pack.header_size
         outcome.index = delta_index
         download_dir.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=".opendistro-delta-", dir=download_dir))
@@ -241,9 +255,8 @@ async def update_from_previous(
             )
             header_bytes = pack.header_size if pack is not None else 0
             patches: dict[tuple[int, int], tuple[PackedPatch, OldContent]] = {}
-            blocks_url, blocks_size = "", 0
+            patch_source = pack
             if pack is not None and pack.header.patches:
-                blocks_url, blocks_size = pack.blocks_url, pack.header.blocks_size
                 patches = await trio.to_thread.run_sync(
                     find_bases, pack.header.patches, delta_index, _old_contents(olds)
                 )
@@ -258,14 +271,12 @@ async def update_from_previous(
             outcome.files_rebuilt = sorted({segment.file for segment in plan.segments})
             if choose is not None and not plan.segments:
                 return outcome  # no delta pays: the ordinary download fetches everything
-            patched = await _fetch_patches(
-                client, blocks_url, blocks_size, plan, patches, scratch
-            )
+            patched = await _fetch_patches(client, patch_source, plan, patches, scratch)
             await trio.to_thread.run_sync(
                 _apply_patches, delta_index, plan, patches, scratch, outcome
             )
             source = _Sources(client, base, peer, pack)
-            fetched, from_pack = await _fetch_missing(
+            fetched, from_pack, outcome.pack_chunks_refetched = await _fetch_missing(
                 source, metainfo, delta_index, plan, scratch
             )
             outcome.patch_bytes = patched
@@ -325,13 +336,16 @@ def _patched_path(scratch: Path, plan: SegmentPlan[OldSource]) -> Path:
 
 async def _fetch_patches(
     client: HttpMirror,
-    url: str,
-    file_length: int,
+    pack: _Pack | None,
     plan: UpdatePlan[OldSource],
     patches: dict[tuple[int, int], tuple[PackedPatch, OldContent]],
     scratch: Path,
 ) -> int:
-    """Fetch the patches the plan applies into scratch files; return the bytes fetched."""
+    """Fetch the patches the plan applies into scratch files; return the bytes fetched.
+
+    From a peer that fails, what did not arrive leaves its patch short: it then
+    fails to apply and its segment is fetched as chunks.
+    """
     wants: list[_Want] = []
     for segment_plan in plan.segments:
         if segment_plan.patch_bytes is None:
@@ -340,11 +354,33 @@ async def _fetch_patches(
         target = _patch_path(scratch, segment_plan)
         target.touch()
         wants.append(_Want(patch.offset, patch.length, target, 0))
-    if not wants:
+    if not wants or pack is None:
         return 0
-    requests = _coalesce({(url, file_length): wants})
+    if pack.peer is not None:
+        return await _fetch_patches_from_peer(pack.peer, wants)
+    requests = _coalesce({(pack.blocks_url, pack.header.blocks_size): wants})
     await _run_jobs([functools.partial(_fetch_request, client, request) for request in requests])
     return sum(request.end - request.start for request in requests)
+
+
+async def _fetch_patches_from_peer(peer: DeltaPeer, wants: list[_Want]) -> int:
+    files = _ScratchFiles()
+    written = [0] * len(wants)
+
+    def sink(number: int, data: bytes) -> None:
+        want = wants[number]
+        files.write(want.target, written[number], memoryview(data))
+        written[number] += len(data)
+
+    before = peer.bytes_received
+    try:
+        await peer.fetch_blocks([(want.offset, want.offset + want.length) for want in wants],
+                                sink)
+    except DeltaPeerError:
+        pass  # the short patches fail to apply: their segments come as chunks
+    finally:
+        files.close()
+    return peer.bytes_received - before
 
 
 def _apply_patches(
@@ -410,7 +446,8 @@ class _Sources:
 
 @dataclass(frozen=True)
 class _Pack:
-    """A mirror's pack of the release's new chunks: its header and where its blocks are."""
+    """The release's pack of new chunks: its header and where its blocks are (a mirror's
+    ``NAME.odblocks``, or the peer that announced it)."""
 
     header: PackHeader
     header_size: int
@@ -419,6 +456,8 @@ class _Pack:
     """Blocks worth fetching for this update: block number to the content bytes needed of
     it. A block the update needs little of (the client has more of the previous release
     than the previous index lists) costs more whole than its chunks as plain ranges."""
+    peer: DeltaPeer | None = None
+    """The peer serving the blocks over ``od_delta`` (then ``blocks_url`` is unused)."""
 
     def cost(self, length: int, digest: bytes) -> int | None:
         """What a missing chunk costs from the pack (its share of its block), if it is there."""
@@ -453,7 +492,8 @@ def _worth_fetching(
     useful = {block: size for block, size in needed.items() if header.blocks[block][0] < size}
     if not useful:
         return None
-    return _Pack(header, pack.header_size, pack.blocks_url, useful)
+    return dataclasses.replace(pack, useful=useful)
+
 
 async def _fetch_pack_header(metainfo: Metainfo, base: str, index_data: bytes) -> _Pack | None:
     """The mirror's pack for this index, or None (none there, or unusable: plain ranges then)."""
@@ -474,30 +514,51 @@ async def _fetch_pack_header(metainfo: Metainfo, base: str, index_data: bytes) -
     return _Pack(header, len(body), stem + PACK_BLOCKS_SUFFIX)
 
 
+async def _peer_pack_header(peer: DeltaPeer, index_data: bytes) -> _Pack | None:
+    """The peer's pack for this index, or None (none announced, or unusable).
+
+    The header is used exactly as a mirror's: only when it names the index in
+    use. A peer that fails to send it is dropped (content then comes from the
+    mirror, or the ordinary download).
+    """
+    if peer.pack is None:
+        return None
+    try:
+        header = PackHeader.decode(await peer.fetch_pack_header())
+    except DeltaError:
+        return None
+    if header.index_sha256 != hashlib.sha256(index_data).digest():
+        return None
+    return _Pack(header, peer.pack.header_size, "", peer=peer)
+
+
 def _fetch_cost(pack: _Pack | None, peer: DeltaPeer | None) -> FetchCost | None:
-    """What missing chunks cost where they will come from (None: their length)."""
-    if peer is not None:
-        if not peer.compresses:
-            return None
+    """What missing chunks cost where they will come from (None: their length).
 
-        def from_peer(segment: Segment, missing: Sequence[tuple[int, bytes]]) -> int:
-            # Unknown until sent: assume the missing content compresses as well as the
-            # segment as a whole does.
-            content = sum(length for length, _ in missing)
-            return content * segment.length // max(segment.content_length, 1)
-
-        return from_peer
-    if pack is None:
+    A chunk in a useful block of the pack costs its share of the block; any
+    other comes as content, from a peer that compresses at (we assume) the
+    ratio of its segment as a whole, else at its length.
+    """
+    compresses = peer is not None and peer.compresses
+    if pack is None and not compresses:
         return None
 
-    def from_pack(segment: Segment, missing: Sequence[tuple[int, bytes]]) -> int:
-        cost = 0
+    def cost(segment: Segment, missing: Sequence[tuple[int, bytes]]) -> int:
+        packed = plain = 0
         for length, digest in missing:
-            packed = pack.cost(length, digest)
-            cost += length if packed is None else packed
-        return cost
+            share = pack.cost(length, digest) if pack is not None else None
+            if share is None:
+                plain += length
+            else:
+                packed += share
+        if compresses:
+            # Unknown until sent: assume the missing content compresses as well as the
+            # segment as a whole does.
+            plain = plain * segment.length // max(segment.content_length, 1)
+        return packed + plain
 
-    return from_pack
+    return cost
+
 
 async def _fetch_index(
     client: HttpMirror, metainfo: Metainfo, mirrors: Sequence[str], sha256: bytes | None
@@ -569,69 +630,132 @@ def _content_offsets(indexed: IndexedFile) -> dict[int, int]:
     return offsets
 
 
+@dataclass(frozen=True)
+class _Target:
+    """A segment whose missing content is fetched into one scratch file."""
+
+    plan: SegmentPlan[OldSource]
+    indexed: IndexedFile
+    segment: Segment
+    entry: FileEntry
+
+
 async def _fetch_missing(
     sources: _Sources,
     metainfo: Metainfo,
     index: DeltaIndex,
     plan: UpdatePlan[OldSource],
     scratch: Path,
-) -> tuple[int, int]:
+) -> tuple[int, int, int]:
     """Fetch every missing range into scratch files, one per segment.
 
-    Returns the bytes fetched and, of those, the bytes of pack blocks. From a
-    mirror, chunks its pack holds come from there, compressed; the ranges of
-    every segment are gathered first and near ones merged across segments,
-    then fetched a few at a time: a wheel's changed local headers and members
-    become a handful of requests instead of one round trip each, and bytes
-    stream to disk as they arrive.
+    Returns the bytes fetched, of those the bytes of pack blocks, and how many
+    chunks of blocks failed and were fetched again. Chunks
+    the pack holds come from there, compressed (from the peer that announced
+    it, or the mirror); the rest from the peer as content ranges, or from the
+    mirror: there the ranges of every segment are gathered first and near ones
+    merged across segments, then fetched a few at a time: a wheel's changed
+    local headers and members become a handful of requests instead of one round
+    trip each, and bytes stream to disk as they arrive. Chunks of blocks that
+    fail are fetched again as content.
     """
     entries = metainfo.data_files()
     total = 0
     wanted: dict[tuple[str, int], list[_Want]] = {}
     from_pack: dict[bytes, list[_Want]] = {}
+    targets: dict[Path, _Target] = {}
     for segment_plan in plan.segments:
         indexed = index.files[segment_plan.file]
         segment = indexed.segments[segment_plan.segment]
-        entry = entries[segment_plan.file]
         if segment_plan.patch_bytes is not None:
             continue  # rebuilt from its patch
         ranges = _ranges(segment_plan, segment)
-        if not ranges:
-            continue
+        if not ranges or (segment_plan.whole and sources.base is None):
+            continue  # whole without a mirror: fetched by the ordinary download
         target = scratch / f"new-{segment_plan.file}-{segment_plan.segment}"
-        if sources.peer is not None and not segment_plan.whole:
-            wanted_content = [(segment_plan.file, segment_plan.segment, start, length)
-                              for start, length in ranges]
-            before = sources.peer.bytes_received
-            try:
-                await sources.peer.fetch_content(wanted_content, target)
-                total += sources.peer.bytes_received - before
-                continue
-            except DeltaPeerError:
-                sources.peer = None  # the mirror, if any, takes over from here
-                target.unlink(missing_ok=True)
-        base = sources.base
-        if base is None:
-            continue  # fetched whole by the ordinary download: its pieces will fail the check
         target.touch()
-        sidecar = _content_offsets(indexed)
+        where = targets[target] = _Target(segment_plan, indexed, segment,
+                                          entries[segment_plan.file])
         if sources.pack is not None and not segment_plan.whole:
             ranges = _take_packed(sources.pack, segment_plan, segment, target, from_pack)
-        for start, length in ranges:
-            span = _span(metainfo, base, entry, indexed, segment, segment_plan, sidecar,
-                         start, length)
-            wanted.setdefault((span.url, span.file_length), []).append(
-                _Want(span.start, length, target, start)
-            )
+        total += await _fetch_plain(sources, metainfo, where, target, ranges, wanted)
+    pack = sources.pack
+    runs = _pack_runs(pack, from_pack) if pack is not None else []
+    failed: list[_Want] = []
     requests = _coalesce(wanted)
-    runs = _pack_runs(sources.pack, from_pack) if sources.pack is not None else []
     jobs: list[Callable[[], Awaitable[None]]] = [
         functools.partial(_fetch_request, sources.http, request) for request in requests
     ]
-    jobs += [functools.partial(_fetch_pack_run, sources.http, run) for run in runs]
+    packed = 0
+    if pack is not None and pack.peer is None:
+        jobs += [functools.partial(_fetch_pack_run, sources.http, run, failed) for run in runs]
+        packed = sum(run.span.length for run in runs)
     await _run_jobs(jobs)
-    packed = sum(run.span.length for run in runs)
-    return total + packed + sum(request.end - request.start for request in requests), packed
+    if pack is not None and pack.peer is not None and runs:
+        packed = await _fetch_runs_from_peer(sources, pack.peer, runs, failed)
+    total += packed + sum(request.end - request.start for request in requests)
+    if failed:
+        total += await _refetch(sources, metainfo, targets, failed)
+    return total, packed, len(failed)
+
+
+async def _fetch_plain(
+    sources: _Sources,
+    metainfo: Metainfo,
+    where: _Target,
+    target: Path,
+    ranges: Sequence[tuple[int, int]],
+    wanted: dict[tuple[str, int], list[_Want]],
+) -> int:
+    """Fetch content ``ranges`` of one segment from the peer now (returning the bytes
+    received), or note them in ``wanted`` for the mirror (when the peer fails too)."""
+    if not ranges:
+        return 0
+    segment_plan, peer = where.plan, sources.peer
+    if peer is not None and not segment_plan.whole:
+        wanted_content = [(segment_plan.file, segment_plan.segment, start, length)
+                          for start, length in ranges]
+        before = peer.bytes_received
+        try:
+            await peer.fetch_content(wanted_content, target)
+            return peer.bytes_received - before
+        except DeltaPeerError:
+            sources.peer = None  # the mirror, if any, takes over from here
+            received = peer.bytes_received - before
+    else:
+        received = 0
+    base = sources.base
+    if base is None:
+        return received  # left to the ordinary download: its pieces will fail the check
+    sidecar = _content_offsets(where.indexed)
+    for start, length in ranges:
+        span = _span(metainfo, base, where.entry, where.indexed, where.segment, segment_plan,
+                     sidecar, start, length)
+        wanted.setdefault((span.url, span.file_length), []).append(
+            _Want(span.start, length, target, start)
+        )
+    return received
+
+
+async def _refetch(
+    sources: _Sources, metainfo: Metainfo, targets: dict[Path, _Target], failed: list[_Want]
+) -> int:
+    """Fetch the chunks of pack blocks that failed as plain content; the bytes fetched."""
+    per_target: dict[Path, list[tuple[int, int]]] = {}
+    for want in sorted(failed, key=lambda want: (want.target, want.at)):
+        ranges = per_target.setdefault(want.target, [])
+        if ranges and want.at - (ranges[-1][0] + ranges[-1][1]) <= _FETCH_GAP:
+            ranges[-1] = (ranges[-1][0], want.at + want.length - ranges[-1][0])
+        else:
+            ranges.append((want.at, want.length))
+    wanted: dict[tuple[str, int], list[_Want]] = {}
+    total = 0
+    for target, ranges in per_target.items():
+        total += await _fetch_plain(sources, metainfo, targets[target], target, ranges, wanted)
+    requests = _coalesce(wanted)
+    await _run_jobs([functools.partial(_fetch_request, sources.http, request)
+                     for request in requests])
+    return total + sum(request.end - request.start for request in requests)
 
 
 def _take_packed(
@@ -673,17 +797,18 @@ class _PackRun:
 
     span: HttpSpan
     codec: str
-    blocks: list[tuple[int, int, int, list[_Want]]]
-    """Per block: its start in the blocks file, compressed length, content length, wants
-    (``_Want.offset`` being the offset in the block's content)."""
+    blocks: list[tuple[int, int, int, list[tuple[bytes, _Want]]]]
+    """Per block: its start in the blocks file, compressed length, content length, wanted
+    chunks as their hash and want (``_Want.offset`` being the offset in the block's
+    content)."""
 
 
 def _pack_runs(pack: _Pack, from_pack: dict[bytes, list[_Want]]) -> list[_PackRun]:
     header = pack.header
-    per_block: dict[int, list[_Want]] = {}
+    per_block: dict[int, list[tuple[bytes, _Want]]] = {}
     for digest, wants in from_pack.items():
         where = header.chunks[digest]
-        per_block.setdefault(where.block, []).extend(wants)
+        per_block.setdefault(where.block, []).extend((digest, want) for want in wants)
     runs: list[_PackRun] = []
     previous = -2
     for block in sorted(per_block):
@@ -706,34 +831,90 @@ def _pack_runs(pack: _Pack, from_pack: dict[bytes, list[_Want]]) -> list[_PackRu
     return runs
 
 
-async def _fetch_pack_run(client: HttpMirror, run: _PackRun) -> None:
-    """Stream a run of blocks; inflate each as it completes and write its wanted chunks.
+class _RunReader:
+    """Cuts the wanted chunks out of a run of blocks as its bytes arrive, in order.
 
-    Only the block being received is held (at most ~4 MiB compressed and its content).
+    Only the block being received is held (at most ~4 MiB compressed and its
+    content). Each block is inflated once complete, and each chunk checked
+    against its hash before it is written; the chunks of a block that does not
+    decompress, does not check out or never arrives are noted in ``failed``.
     """
-    blocks = iter(run.blocks)
-    current: tuple[int, int, int, list[_Want]] | None = next(blocks)
-    buffer = bytearray()
+
+    def __init__(self, run: _PackRun, files: _ScratchFiles, failed: list[_Want]) -> None:
+        self._codec = run.codec
+        self._blocks = iter(run.blocks)
+        self._current = next(self._blocks, None)
+        self._buffer = bytearray()
+        self._files = files
+        self._failed = failed
+
+    def feed(self, data: bytes | memoryview) -> None:
+        self._buffer.extend(data)
+        while self._current is not None and len(self._buffer) >= self._current[1]:
+            _, compressed, content, wants = self._current
+            compressed_bytes = bytes(self._buffer[:compressed])
+            del self._buffer[:compressed]
+            self._current = next(self._blocks, None)
+            try:
+                block = decompress_block(self._codec, compressed_bytes, content)
+            except DeltaError:
+                self._failed.extend(want for _, want in wants)
+                continue
+            self._cut(memoryview(block), wants)
+
+    def _cut(self, block: memoryview, wants: list[tuple[bytes, _Want]]) -> None:
+        checked: dict[bytes, bool] = {}
+        for digest, want in wants:
+            chunk = block[want.offset : want.offset + want.length]
+            good = checked.get(digest)
+            if good is None:
+                good = checked[digest] = hashlib.sha256(chunk).digest()[:HASH_SIZE] == digest
+            if good:
+                self._files.write(want.target, want.at, chunk)
+            else:
+                self._failed.append(want)
+
+    def finish(self) -> None:
+        """The run ended: the chunks of blocks that did not arrive whole failed."""
+        while self._current is not None:
+            self._failed.extend(want for _, want in self._current[3])
+            self._current = next(self._blocks, None)
+        self._buffer.clear()
+
+
+async def _fetch_pack_run(client: HttpMirror, run: _PackRun, failed: list[_Want]) -> None:
+    """Stream a run of blocks from the mirror, cutting out the wanted chunks as they come."""
     files = _ScratchFiles()
-
-    def sink(position: int, data: memoryview) -> None:
-        nonlocal current
-        buffer.extend(data)
-        while current is not None and len(buffer) >= current[1]:
-            _, compressed, content, wants = current
-            block = decompress_block(run.codec, bytes(buffer[:compressed]), content)
-            del buffer[:compressed]
-            view = memoryview(block)
-            for want in wants:
-                files.write(want.target, want.at, view[want.offset : want.offset + want.length])
-            current = next(blocks, None)
-
+    reader = _RunReader(run, files, failed)
     try:
-        await client.stream_span(run.span, sink)
+        await client.stream_span(run.span, lambda _, data: reader.feed(data))
     finally:
         files.close()
-    if current is not None:
-        raise MirrorError(f"{run.span.url}: the pack's blocks ended early")
+        reader.finish()
+
+
+async def _fetch_runs_from_peer(
+    sources: _Sources, peer: DeltaPeer, runs: list[_PackRun], failed: list[_Want]
+) -> int:
+    """Fetch every run of blocks from the peer, pipelined; the bytes received.
+
+    A peer that fails is dropped: what it did not send is fetched again as
+    content (from the mirror, if any).
+    """
+    files = _ScratchFiles()
+    readers = [_RunReader(run, files, failed) for run in runs]
+    sink: PackSink = lambda number, data: readers[number].feed(data)  # noqa: E731
+    spans = [(run.span.start, run.span.start + run.span.length) for run in runs]
+    before = peer.bytes_received
+    try:
+        await peer.fetch_blocks(spans, sink)
+    except DeltaPeerError:
+        sources.peer = None
+    finally:
+        files.close()
+        for reader in readers:
+            reader.finish()
+    return peer.bytes_received - before
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,13 @@ headers, changed sources). Two peers that both list ``zlib`` under
 ``od_delta_enc`` in their extension handshakes may send content data
 zlib-compressed (``enc``), when that is smaller; the receiver inflates it
 with a hard bound of the requested length.
+
+A seeder that also has the publisher's *pack* (the new chunks compressed in
+blocks, and binary patches; ``spec/delta-index.md`` §5.2) announces it in
+the handshake (:class:`PackAnnouncement`) and serves byte ranges of it, the
+header followed by the blocks, with pack requests. Those bytes are already
+compressed, so they travel as they are; what they rebuild is checked like
+everything else.
 """
 
 from __future__ import annotations
@@ -36,12 +43,17 @@ __all__ = [
     "CONTENT_BLOCK_SIZE",
     "ENCODING_ZLIB",
     "EXTENSION_NAME",
+    "HANDSHAKE_BLOCKS_SIZE_KEY",
     "HANDSHAKE_ENC_KEY",
+    "HANDSHAKE_PACK_SHA256_KEY",
+    "HANDSHAKE_PACK_SIZE_KEY",
     "HANDSHAKE_SHA256_KEY",
     "HANDSHAKE_SIZE_KEY",
     "INDEX_PIECE_SIZE",
+    "MAX_BLOCKS_SIZE",
     "MAX_INDEX_SIZE",
     "MAX_OUTSTANDING",
+    "MAX_PACK_HEADER_SIZE",
     "ContentData",
     "ContentReject",
     "ContentRequest",
@@ -51,11 +63,16 @@ __all__ = [
     "IndexData",
     "IndexReject",
     "IndexRequest",
+    "PackAnnouncement",
+    "PackData",
+    "PackReject",
+    "PackRequest",
     "compress_content",
     "decode_delta_message",
     "encode_delta_message",
     "index_response",
     "lists_zlib",
+    "pack_announcement",
 ]
 
 EXTENSION_NAME: Final = "od_delta"
@@ -65,6 +82,12 @@ HANDSHAKE_SHA256_KEY: Final = b"od_delta_sha256"
 """Extension handshake key: the SHA-256 of that index."""
 HANDSHAKE_ENC_KEY: Final = b"od_delta_enc"
 """Extension handshake key: the content encodings the sender accepts and sends."""
+HANDSHAKE_PACK_SIZE_KEY: Final = b"od_delta_pack_size"
+"""Extension handshake key: the size of the pack header (``NAME.odpack``) the sender serves."""
+HANDSHAKE_PACK_SHA256_KEY: Final = b"od_delta_pack_sha256"
+"""Extension handshake key: the SHA-256 of that header."""
+HANDSHAKE_BLOCKS_SIZE_KEY: Final = b"od_delta_blocks_size"
+"""Extension handshake key: the size of the pack's blocks (``NAME.odblocks``)."""
 ENCODING_ZLIB: Final = b"zlib"
 _ZLIB_LEVEL: Final = 6
 _MAX_ENCODINGS: Final = 16
@@ -77,9 +100,13 @@ MAX_OUTSTANDING: Final = 64
 MAX_SEGMENTS: Final = 1 << 24
 MAX_FILES: Final = 100_000
 MAX_OFFSET: Final = 1 << 50
+MAX_PACK_HEADER_SIZE: Final = 64 << 20
+"""The largest pack header (as ``spec/delta-index.md`` §5.2 bounds it)."""
+MAX_BLOCKS_SIZE: Final = 1 << 50
 
 _INDEX_REQUEST, _INDEX_DATA, _INDEX_REJECT = 0, 1, 2
 _CONTENT_REQUEST, _CONTENT_DATA, _CONTENT_REJECT = 3, 4, 5
+_PACK_REQUEST, _PACK_DATA, _PACK_REJECT = 6, 7, 8
 _MAX_ID: Final = (1 << 31) - 1
 
 
@@ -141,7 +168,37 @@ class ContentReject:
     request_id: int
 
 
-DeltaMessage = IndexRequest | IndexData | IndexReject | ContentRequest | ContentData | ContentReject
+@dataclass(frozen=True, slots=True)
+class PackRequest:
+    """Ask for ``length`` bytes at ``offset`` of the pack: its header, then its blocks."""
+
+    request_id: int
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class PackData:
+    """The answer to pack request ``request_id``: exactly the bytes asked for, as they are."""
+
+    request_id: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PackReject:
+    """The peer will not answer pack request ``request_id``."""
+
+    request_id: int
+
+
+DeltaMessage = (
+    IndexRequest | IndexData | IndexReject | ContentRequest | ContentData | ContentReject
+    | PackRequest | PackData | PackReject
+)
+Request = ContentRequest | PackRequest
+"""A request that :class:`ContentRequests` tracks until it is answered."""
+Answer = ContentData | ContentReject | PackData | PackReject
 
 
 def encode_delta_message(message: DeltaMessage) -> bytes:
@@ -178,6 +235,19 @@ def encode_delta_message(message: DeltaMessage) -> bytes:
             return encode(fields) + data
         case ContentReject(request_id):
             return encode({b"msg_type": _CONTENT_REJECT, b"id": request_id})
+        case PackRequest(request_id, offset, length):
+            if not 0 < length <= CONTENT_BLOCK_SIZE:
+                raise LocalProtocolError(f"a pack request is 1..{CONTENT_BLOCK_SIZE} bytes")
+            return encode({
+                b"msg_type": _PACK_REQUEST, b"id": request_id, b"offset": offset,
+                b"length": length,
+            })
+        case PackData(request_id, data):
+            if len(data) > CONTENT_BLOCK_SIZE:
+                raise LocalProtocolError(f"pack data is at most {CONTENT_BLOCK_SIZE} bytes")
+            return encode({b"msg_type": _PACK_DATA, b"id": request_id}) + data
+        case PackReject(request_id):
+            return encode({b"msg_type": _PACK_REJECT, b"id": request_id})
     raise LocalProtocolError(f"not an od_delta message: {message!r}")
 
 
@@ -211,6 +281,12 @@ def decode_delta_message(payload: bytes) -> DeltaMessage:
         if enc is not None and enc != ENCODING_ZLIB:
             raise RemoteProtocolError(f"unknown od_delta content encoding {enc!r}")
         return ContentData(_int(raw, b"id", 0, _MAX_ID), trailing, None if enc is None else "zlib")
+    if msg_type == _PACK_DATA:
+        if len(trailing) > CONTENT_BLOCK_SIZE:
+            raise RemoteProtocolError(f"od_delta pack data over {CONTENT_BLOCK_SIZE} bytes")
+        if b"enc" in raw:
+            raise RemoteProtocolError("od_delta pack data is never re-encoded")
+        return PackData(_int(raw, b"id", 0, _MAX_ID), trailing)
     if trailing:
         raise RemoteProtocolError("trailing bytes after an od_delta request or reject")
     if msg_type == _INDEX_REQUEST:
@@ -227,6 +303,14 @@ def decode_delta_message(payload: bytes) -> DeltaMessage:
         )
     if msg_type == _CONTENT_REJECT:
         return ContentReject(_int(raw, b"id", 0, _MAX_ID))
+    if msg_type == _PACK_REQUEST:
+        return PackRequest(
+            _int(raw, b"id", 0, _MAX_ID),
+            _int(raw, b"offset", 0, MAX_OFFSET),
+            _int(raw, b"length", 1, CONTENT_BLOCK_SIZE),
+        )
+    if msg_type == _PACK_REJECT:
+        return PackReject(_int(raw, b"id", 0, _MAX_ID))
     raise RemoteProtocolError(f"unknown od_delta msg_type {msg_type!r}")
 
 
@@ -238,6 +322,50 @@ def lists_zlib(extra: dict[bytes, Any]) -> bool:
         and len(value) <= _MAX_ENCODINGS
         and ENCODING_ZLIB in value
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PackAnnouncement:
+    """What a peer's handshake says about the pack it serves.
+
+    Pack offsets address the header (``header_size`` bytes) followed by the
+    blocks (``blocks_size`` bytes). ``header_sha256`` only guards the
+    transfer: the header binds itself to the index (``index-sha256``).
+    """
+
+    header_size: int
+    header_sha256: bytes
+    blocks_size: int
+
+    @property
+    def total_size(self) -> int:
+        return self.header_size + self.blocks_size
+
+    def extra(self) -> dict[bytes, Any]:
+        """The handshake keys announcing this pack."""
+        return {
+            HANDSHAKE_PACK_SIZE_KEY: self.header_size,
+            HANDSHAKE_PACK_SHA256_KEY: self.header_sha256,
+            HANDSHAKE_BLOCKS_SIZE_KEY: self.blocks_size,
+        }
+
+
+def pack_announcement(extra: dict[bytes, Any]) -> PackAnnouncement | None:
+    """The pack an extension handshake announces; None when it announces none or any of
+    the three keys is missing, of the wrong type or out of range (ignored, not fatal)."""
+    size = extra.get(HANDSHAKE_PACK_SIZE_KEY)
+    digest = extra.get(HANDSHAKE_PACK_SHA256_KEY)
+    blocks = extra.get(HANDSHAKE_BLOCKS_SIZE_KEY)
+    if (
+        type(size) is not int
+        or not 0 < size <= MAX_PACK_HEADER_SIZE
+        or not isinstance(digest, bytes)
+        or len(digest) != 32
+        or type(blocks) is not int
+        or not 0 < blocks <= MAX_BLOCKS_SIZE
+    ):
+        return None
+    return PackAnnouncement(size, digest, blocks)
 
 
 def compress_content(request_id: int, data: bytes) -> ContentData:
@@ -311,11 +439,12 @@ class IndexAssembler:
 
 
 class ContentRequests:
-    """Our unanswered content requests to one peer, and the checks on its answers.
+    """Our unanswered content and pack requests to one peer, and the checks on its answers.
 
-    An answer must name a request we made and carry exactly the bytes asked
-    for; anything else is the peer's protocol error. At most ``limit``
-    requests are outstanding at a time.
+    An answer must name a request we made, be of its kind (pack data answers a
+    pack request) and carry exactly the bytes asked for; anything else is the
+    peer's protocol error. At most ``limit`` requests of both kinds together
+    are outstanding at a time, and their ids are never the same.
     """
 
     def __init__(self, limit: int = MAX_OUTSTANDING, *, accept_zlib: bool = False) -> None:
@@ -323,7 +452,7 @@ class ContentRequests:
         self.accept_zlib = accept_zlib
         """Whether we announced ``zlib`` (a compressed answer is an error otherwise)."""
         self._next_id = 0
-        self._pending: dict[int, ContentRequest] = {}
+        self._pending: dict[int, Request] = {}
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -332,28 +461,42 @@ class ContentRequests:
     def full(self) -> bool:
         return len(self._pending) >= self.limit
 
-    def request(self, file: int, segment: int, offset: int, length: int) -> ContentRequest:
-        """A new request (to send), remembered until answered."""
+    def _new_id(self) -> int:
         if self.full:
-            raise LocalProtocolError(f"already {self.limit} content requests outstanding")
-        request = ContentRequest(self._next_id, file, segment, offset, length)
+            raise LocalProtocolError(f"already {self.limit} requests outstanding")
+        request_id = self._next_id
         self._next_id = (self._next_id + 1) & _MAX_ID
+        return request_id
+
+    def request(self, file: int, segment: int, offset: int, length: int) -> ContentRequest:
+        """A new content request (to send), remembered until answered."""
+        request = ContentRequest(self._new_id(), file, segment, offset, length)
         self._pending[request.request_id] = request
         return request
 
-    def answered(self, message: ContentData | ContentReject) -> ContentRequest:
+    def request_pack(self, offset: int, length: int) -> PackRequest:
+        """A new pack request (to send), remembered until answered."""
+        request = PackRequest(self._new_id(), offset, length)
+        self._pending[request.request_id] = request
+        return request
+
+    def answered(self, message: Answer) -> Request:
         """The request ``message`` answers (data of the right length, or a reject)."""
         request = self._pending.pop(message.request_id, None)
         if request is None:
             raise RemoteProtocolError(f"od_delta answer to unknown request {message.request_id}")
-        if isinstance(message, ContentData):
-            if message.enc is not None and not self.accept_zlib:
+        if isinstance(message, PackData | PackReject) != isinstance(request, PackRequest):
+            raise RemoteProtocolError(
+                f"od_delta request {request.request_id} answered with a message of another kind"
+            )
+        if isinstance(message, ContentData) and message.enc is not None:
+            if not self.accept_zlib:
                 raise RemoteProtocolError("od_delta compressed answer we did not accept")
-            if message.enc is None and len(message.data) != request.length:
-                raise RemoteProtocolError(
-                    f"od_delta request {request.request_id} asked {request.length} bytes, "
-                    f"got {len(message.data)}"
-                )
+        elif isinstance(message, ContentData | PackData) and len(message.data) != request.length:
+            raise RemoteProtocolError(
+                f"od_delta request {request.request_id} asked {request.length} bytes, "
+                f"got {len(message.data)}"
+            )
         return request
 
     @staticmethod
@@ -387,7 +530,7 @@ class ContentRequests:
             )
         return data
 
-    def abandon(self) -> list[ContentRequest]:
+    def abandon(self) -> list[Request]:
         """Forget every outstanding request (the peer left or choked); returns them."""
         pending = list(self._pending.values())
         self._pending.clear()
