@@ -301,6 +301,29 @@ def test_totals_continue_across_sessions_through_the_ledger(tmp_path: Path) -> N
     assert best == 4 * MiB
 
 
+def test_what_a_session_left_unreceipted_is_receipted_by_the_next(tmp_path: Path) -> None:
+    """A connection replaced before its next receipt was due must not lose that part."""
+    with (
+        CreditLedger.open(tmp_path / "seeder", owner=SEEDER.public_key) as seeder_book,
+        CreditLedger.open(tmp_path / "leecher", owner=LEECHER.public_key) as leecher_book,
+    ):
+        up, down = connect()
+        [first] = transfer(up, down, MiB + MiB // 2)
+        assert isinstance(first, ReceiptAccepted) and first.receipt.total == MiB + MiB // 2
+        assert transfer(up, down, MiB // 4) == []  # not due yet when the connection ends
+        seeder_book.keep_receipt(first.receipt)
+        seeder_book.record(LEECHER.public_key, INFO_HASH, sent=up.sent)
+        leecher_book.record(SEEDER.public_key, INFO_HASH, received=down.received)
+
+        up, down = connect()
+        up.resume(seeder_book.exchange(LEECHER.public_key, INFO_HASH))
+        down.resume(leecher_book.exchange(SEEDER.public_key, INFO_HASH))
+        [again] = transfer(up, down, 16384)
+        assert isinstance(again, ReceiptAccepted)
+        assert again.receipt.total == MiB + MiB // 2 + MiB // 4 + 16384
+        assert again.gain == MiB // 4 + 16384
+
+
 def seeder_book_best(tmp_path: Path) -> int:
     with CreditLedger.open(tmp_path / "seeder", owner=SEEDER.public_key) as book:
         receipt = book.best_receipt(LEECHER.public_key, INFO_HASH)

@@ -317,13 +317,19 @@ class CreditSession:
         return self._best_held
 
     def resume(self, history: Exchange) -> None:
-        """Continue from the ledger's record of this identity and torrent."""
+        """Continue from the ledger's record of this identity and torrent.
+
+        What we received in earlier sessions may not all be receipted: a session
+        that ended (or was replaced by a second connection to the same peer)
+        before its next receipt was due took that part with it. So the first
+        receipt of this session states the whole total again, as soon as it is
+        due or asked for; a receipt the peer already holds is merely stale.
+        """
         if history.peer != self.peer_identity or history.torrent != self.info_hash:
             raise LocalProtocolError("resume() with the history of another peer or torrent")
         self._received_base = history.received
         self._sent_base = history.sent
         self._best_held = max(self._best_held, history.held)
-        self._last_issued = max(self._last_issued, history.received)
 
     def on_verified_bytes(self, count: int) -> ReceiptIssued | None:
         """The peer gave us ``count`` more bytes that passed the hash check.
