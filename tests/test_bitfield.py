@@ -119,3 +119,12 @@ def test_repr_names_length_and_count() -> None:
     field = Bitfield(12)
     field.set(4)
     assert repr(field) == "Bitfield(length=12, count=1)"
+
+
+def test_add_sets_a_piece_and_says_whether_it_was_new() -> None:
+    bits = Bitfield(12)
+    assert bits.add(9) is True
+    assert bits.add(9) is False
+    assert bits.has(9) and bits.count == 1 and bits.to_bytes() == b"\x00\x40"
+    with pytest.raises(IndexError):
+        bits.add(12)

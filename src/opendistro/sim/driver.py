@@ -48,7 +48,7 @@ from .network import Flow, Host, Network
 __all__ = ["SimulatedSwarm", "VirtualPeer"]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class VirtualPeer:
     """One simulated client."""
 
@@ -221,14 +221,21 @@ class SimulatedSwarm:
 
     def _execute(self, peer: VirtualPeer, actions: list[Action[int]]) -> None:
         haves: dict[int, list[int]] | None = None
+        connections = peer.connections
         for action in actions:
             if isinstance(action, SendMessage):
                 message = action.message
                 if isinstance(message, Have):
-                    if self._record_sent(peer, action.peer, message):
+                    connection = connections.get(action.peer)
+                    if connection is not None:
+                        connection.send(message)
                         if haves is None:
                             haves = {}
-                        haves.setdefault(message.index, []).append(action.peer)
+                        recipients = haves.get(message.index)
+                        if recipients is None:
+                            haves[message.index] = [action.peer]
+                        else:
+                            recipients.append(action.peer)
                 else:
                     self._send(peer, action.peer, message)
             elif isinstance(action, ServeBlock):
@@ -254,18 +261,14 @@ class SimulatedSwarm:
         """A Have to many neighbours as one multicast: the same timing, far fewer events."""
         message: list[Message] = [Have(index)]
         sender = peer.number
+        by_host = self._by_host
+        receive = self._receive
 
         def arrived(host: Host) -> None:
-            self._receive(self._by_host[host.id], sender, message)
+            receive(by_host[host.id], sender, message)
 
-        self.network.multicast(peer.host, [self.peers[n].host for n in recipients], arrived)
-
-    def _record_sent(self, peer: VirtualPeer, to: int, message: Message) -> bool:
-        connection = peer.connections.get(to)
-        if connection is None:
-            return False
-        connection.send(message)
-        return True
+        peers = self.peers
+        self.network.multicast(peer.host, [peers[n].host for n in recipients], arrived)
 
     def _send(self, peer: VirtualPeer, to: int, message: Message | ExtensionHandshake) -> None:
         connection = peer.connections.get(to)
@@ -281,14 +284,13 @@ class SimulatedSwarm:
     def _deliver_later(self, peer: VirtualPeer, to: int, message: Message) -> None:
         receiver = self.peers[to]
         self.network.message(
-            peer.host,
-            receiver.host,
-            functools.partial(self._receive, receiver, peer.number, [message]),
+            peer.host, receiver.host, self._receive, receiver, peer.number, [message]
         )
 
     def _receive(self, peer: VirtualPeer, sender: int, messages: list[Message]) -> None:
+        """Messages from ``sender`` reach ``peer``: the hot path (every Have comes here)."""
         connection = peer.connections.get(sender)
-        if connection is None or not peer.online:
+        if connection is None or peer.left_at is not None:
             return
         now = self.loop.now
         session = peer.session
@@ -297,8 +299,12 @@ class SimulatedSwarm:
         for event in connection.receive_messages(messages):
             if isinstance(event, Piece):
                 peer.downloaded += len(event.data)
-            self._execute(peer, session.handle(sender, event, now))
-        self._execute(peer, session.after_events(sender, now))
+            actions = session.handle(sender, event, now)
+            if actions:
+                self._execute(peer, actions)
+        actions = session.after_events(sender, now)
+        if actions:
+            self._execute(peer, actions)
 
     def _start_upload(self, peer: VirtualPeer, to: int) -> None:
         """Send the next requested block to ``to`` as one flow on the network."""

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from ..errors import ConfigError, LocalProtocolError
 from .loop import EventLoop, Timer
@@ -326,14 +327,20 @@ class Network:
         self._rerate_down(dst, now)
         return flow
 
-    def message(self, src: Host, dst: Host, on_delivered: Callable[[], object]) -> None:
-        """A latency-only control message; silently dropped if ``dst`` is offline on arrival."""
+    def message(
+        self, src: Host, dst: Host, on_delivered: Callable[..., object], *args: Any
+    ) -> None:
+        """A latency-only control message: ``on_delivered(*args)`` runs on arrival.
+
+        Silently dropped if ``dst`` is offline by then. The arguments travel
+        with the event, so the caller need not build a closure per message.
+        """
         if not src.online:
             raise LocalProtocolError(f"host {src.id} is offline and cannot send")
         self.messages_sent += 1
         loop = self.loop
         loop._schedule(
-            loop.now + src.latency + dst.latency, self._message_arrives, (dst, on_delivered)
+            loop.now + src.latency + dst.latency, self._message_arrives, (dst, on_delivered, args)
         )
 
     def multicast(
@@ -553,6 +560,8 @@ class Network:
                 on_delivered(dst)
 
     @staticmethod
-    def _message_arrives(dst: Host, on_delivered: Callable[[], object]) -> None:
+    def _message_arrives(
+        dst: Host, on_delivered: Callable[..., object], args: tuple[Any, ...]
+    ) -> None:
         if dst.online:
-            on_delivered()
+            on_delivered(*args)

@@ -50,37 +50,15 @@ Block = tuple[int, int, int]
 PeerKey = TypeVar("PeerKey", bound=Hashable)
 
 
-class _IndexedSet:
-    """A set of ints with O(1) add, remove and random choice."""
+_AVAILABILITY_BITS = 32
+_AVAILABILITY_MASK = (1 << _AVAILABILITY_BITS) - 1
 
-    __slots__ = ("_items", "_position")
 
-    def __init__(self) -> None:
-        self._items: list[int] = []
-        self._position: dict[int, int] = {}
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def add(self, item: int) -> None:
-        """Add an item that is not in the set (a piece is in at most one bucket, once)."""
-        assert item not in self._position
-        self._position[item] = len(self._items)
-        self._items.append(item)
-
-    def remove(self, item: int) -> None:
-        position = self._position.pop(item)
-        last = self._items.pop()
-        if position < len(self._items):
-            self._items[position] = last
-            self._position[last] = position
-
-    def rotated(self, start: int) -> Iterator[int]:
-        """Every item, starting at a given position and wrapping around."""
-        items = self._items
-        count = len(items)
-        for offset in range(count):
-            yield items[(start + offset) % count]
+def _rotated(items: list[int], start: int) -> Iterator[int]:
+    """Every item of a bucket, starting at position ``start`` and wrapping around."""
+    count = len(items)
+    for offset in range(count):
+        yield items[(start + offset) % count]
 
 
 @dataclass
@@ -142,9 +120,14 @@ class PiecePicker(Generic[PeerKey]):
         self._in_progress: dict[int, _PieceProgress[PeerKey]] = {}
         self._missing = num_pieces - self.have.count
         self._priority = [DEFAULT_PRIORITY] * num_pieces
-        self._buckets: dict[tuple[int, int], _IndexedSet] = {}
+        self._buckets: dict[int, list[int]] = {}
+        """Pickable pieces by :meth:`_key`; a bucket never stays empty."""
+        self._key_of: list[int | None] = [None] * num_pieces
+        """The key of the bucket each pickable piece sits in (None for the others)."""
+        self._slot = [0] * num_pieces
+        """Where each bucketed piece sits in its bucket: removal swaps the last one in, O(1)."""
         for index in self.have.missing():
-            self._bucket(index).add(index)
+            self._insert(index)
         self._rng = rng or random.Random()
         self._endgame_duplicates = endgame_duplicates
         self._padding = sorted(padding)
@@ -166,22 +149,40 @@ class PiecePicker(Generic[PeerKey]):
             return self.total_length - index * self.piece_length
         return self.piece_length
 
-    def _key(self, index: int) -> tuple[int, int]:
-        """Buckets sort by priority (highest first), then availability (rarest first)."""
-        return -self._priority[index], self._availability[index]
+    def _key(self, index: int) -> int:
+        """Buckets sort by priority (highest first), then availability (rarest first).
 
-    def _bucket(self, index: int) -> _IndexedSet:
+        One int rather than a tuple, as it is computed on every Have: the
+        priority's distance from the default above the availability bits, so
+        that at the default priority the key is the availability itself.
+        """
+        rank = DEFAULT_PRIORITY - self._priority[index]
+        return (rank << _AVAILABILITY_BITS) + self._availability[index]
+
+    def _insert(self, index: int) -> None:
+        """Put a piece that just became pickable in the bucket it belongs to."""
         key = self._key(index)
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[key] = _IndexedSet()
-        return bucket
+            bucket = self._buckets[key] = []
+        self._slot[index] = len(bucket)
+        bucket.append(index)
+        self._key_of[index] = key
 
     def _unbucket(self, index: int) -> None:
-        key = self._key(index)
+        key = self._key_of[index]
+        assert key is not None, "only a pickable piece sits in a bucket"
+        self._key_of[index] = None
+        self._take_out(index, key)
+
+    def _take_out(self, index: int, key: int) -> None:
         bucket = self._buckets[key]
-        bucket.remove(index)
-        if not bucket:
+        last = bucket.pop()
+        if last != index:
+            position = self._slot[index]
+            bucket[position] = last
+            self._slot[last] = position
+        elif not bucket:
             del self._buckets[key]
 
     def _is_pickable(self, index: int) -> bool:
@@ -204,18 +205,26 @@ class PiecePicker(Generic[PeerKey]):
             self._missing -= (priority == SKIP) - (self._priority[index] == SKIP)
         self._priority[index] = priority
         if self._is_pickable(index):
-            self._bucket(index).add(index)
+            self._insert(index)
 
     def _move(self, index: int, delta: int) -> None:
-        pickable = self._is_pickable(index)
-        if pickable:
-            self._unbucket(index)
+        """A peer gained (+1) or lost (-1) the piece: into the next bucket, if in one."""
         self._availability[index] += delta
-        if pickable:
-            self._bucket(index).add(index)
+        key = self._key_of[index]
+        if key is None:
+            return
+        self._take_out(index, key)
+        key += delta  # the availability is the low part of the key
+        buckets = self._buckets
+        bucket = buckets.get(key)
+        if bucket is None:
+            bucket = buckets[key] = []
+        self._slot[index] = len(bucket)
+        bucket.append(index)
+        self._key_of[index] = key
 
     def peer_has(self, index: int) -> None:
-        self._move(index, +1)
+        self._move(index, 1)
 
     def peer_has_bitfield(self, bitfield: Bitfield) -> None:
         for index in bitfield:
@@ -291,7 +300,9 @@ class PiecePicker(Generic[PeerKey]):
         picked: list[Block],
     ) -> None:
         # A suggestion never jumps ahead of a more urgent piece (a file set to high priority).
-        top = -min(self._buckets)[0] if self._buckets else SKIP
+        top = SKIP
+        if self._buckets:
+            top = DEFAULT_PRIORITY - (min(self._buckets) >> _AVAILABILITY_BITS)
         while suggested and len(picked) < count:
             index = suggested[0]
             progress = self._in_progress.get(index)
@@ -363,7 +374,7 @@ class PiecePicker(Generic[PeerKey]):
             )
         for key in sorted(self._buckets):
             bucket = self._buckets[key]
-            return next(bucket.rotated(self._rng.randrange(len(bucket))))
+            return next(_rotated(bucket, self._rng.randrange(len(bucket))))
         return None
 
     def release_run(self, key: PeerKey, indices: Iterable[int] | None = None) -> None:
@@ -382,7 +393,7 @@ class PiecePicker(Generic[PeerKey]):
             if any(key in asked for asked in askers):
                 del self._in_progress[index]
                 if self._is_pickable(index):
-                    self._bucket(index).add(index)
+                    self._insert(index)
         if wanted is None:
             self.release_peer_requests(key)
         self._releases += 1
@@ -474,7 +485,7 @@ class PiecePicker(Generic[PeerKey]):
         self._single_source[index] = None
         if self._in_progress.pop(index, None) is not None:
             if self._is_pickable(index):  # not if it was skipped meanwhile
-                self._bucket(index).add(index)
+                self._insert(index)
             self._releases += 1
 
     def _take_free(
@@ -525,11 +536,11 @@ class PiecePicker(Generic[PeerKey]):
         if self.have.count + len(self._in_progress) < self.random_first:
             return self._random_piece(peer_has)
         for key in sorted(self._buckets):
-            if key[1] == 0:
+            if not key & _AVAILABILITY_MASK:
                 continue
             bucket = self._buckets[key]
             start = self._rng.randrange(len(bucket))
-            for index in bucket.rotated(start):
+            for index in _rotated(bucket, start):
                 if peer_has.has(index):
                     return index
         return None
@@ -548,8 +559,8 @@ class PiecePicker(Generic[PeerKey]):
         candidates = [
             index
             for key, bucket in self._buckets.items()
-            if key[1] > 0
-            for index in bucket.rotated(0)
+            if key & _AVAILABILITY_MASK
+            for index in bucket
             if peer_has.has(index)
         ]
         return self._rng.choice(candidates) if candidates else None
@@ -624,7 +635,7 @@ class PiecePicker(Generic[PeerKey]):
             self._single_source.pop(index, None)
         if self._in_progress.pop(index, None) is not None:
             if self._is_pickable(index):  # not if it was skipped meanwhile
-                self._bucket(index).add(index)
+                self._insert(index)
             self._releases += 1
             self._sequential_cursor = min(self._sequential_cursor, index)
 

@@ -169,7 +169,7 @@ class SessionConfig:
             )
 
 
-@dataclass
+@dataclass(slots=True)
 class _Peer:
     connection: PeerConnection
     connected_at: float
@@ -307,8 +307,8 @@ class SwarmSession(Generic[PeerKey]):
         if self._super is not None:
             self._super.peer_left(key)
             actions.extend(self._offer_all())
-        for other in self._peers:
-            actions.extend(self._fill_requests(other, now))
+        for other, other_peer in self._peers.items():
+            actions.extend(self._fill_requests(other, other_peer, now))
         return actions
 
     # -- wire events ----------------------------------------------------------
@@ -318,13 +318,18 @@ class SwarmSession(Generic[PeerKey]):
         peer = self._peers.get(key)
         if peer is None:
             return []
-        # Most frequent first: every verified piece is announced to every neighbour.
+        # Most frequent first: every verified piece is announced to every neighbour, and
+        # interest comes and goes as neighbours catch up with each other.
         if isinstance(event, Have):
             return self._peer_has(key, peer, event.index)
         if isinstance(event, Piece):
             return self._block_arrived(key, peer, event, now)
         if isinstance(event, Request):
             return self._requested(key, peer, event)
+        if isinstance(event, Interested):
+            return self._peer_interested(key, peer, now)
+        if isinstance(event, NotInterested):
+            return self._peer_not_interested(key)
         if isinstance(event, BitfieldMessage | HaveAll | HaveNone):
             if self._super is not None:
                 return self._super_seen_bitfield(key, peer)
@@ -338,11 +343,6 @@ class SwarmSession(Generic[PeerKey]):
             return []
         if isinstance(event, SuggestPiece):
             self._take_suggestion(peer, event.index)
-            return []
-        if isinstance(event, Interested):
-            return self._peer_interested(key, peer, now)
-        if isinstance(event, NotInterested):
-            return self._peer_not_interested(key)
         return []  # Choke, Unchoke, Cancel, KeepAlive, AllowedFast, extensions
 
     def after_events(self, key: PeerKey, now: float) -> list[Action[PeerKey]]:
@@ -350,13 +350,15 @@ class SwarmSession(Generic[PeerKey]):
         peer = self._peers.get(key)
         if peer is None:
             return []
-        if peer.connection.unrequested_bytes > self.config.max_unrequested_bytes:
+        connection = peer.connection
+        if connection.unrequested_bytes > self.config.max_unrequested_bytes:
             return self._ban({key}, "sent too much data nobody asked for")
-        rejects = peer.connection.pending_rejects()
+        rejects = connection.pending_rejects()
         if not rejects:
-            return self._fill_requests(key, now)
+            # Usually the peer chokes us and there is nothing to do (after most Haves).
+            return [] if connection.peer_choking else self._fill_requests(key, peer, now)
         actions: list[Action[PeerKey]] = [SendMessage(key, reject) for reject in rejects]
-        actions.extend(self._fill_requests(key, now))
+        actions.extend(self._fill_requests(key, peer, now))
         return actions
 
     def _count_availability(self, key: PeerKey, peer: _Peer) -> list[Action[PeerKey]]:
@@ -367,8 +369,7 @@ class SwarmSession(Generic[PeerKey]):
             peer.counted = Bitfield(len(has))
         counted = peer.counted
         for index in has:
-            if not counted.has(index):
-                counted.set(index)
+            if counted.add(index):
                 self.picker.peer_has(index)
                 if not self.have.has(index):
                     peer.wanted += 1
@@ -400,9 +401,8 @@ class SwarmSession(Generic[PeerKey]):
         counted = peer.counted
         if counted is None:
             return self._count_availability(key, peer)
-        if counted.has(index):
+        if not counted.add(index):
             return []
-        counted.set(index)
         self.picker.peer_has(index)
         if self.have.has(index):
             return []
@@ -440,9 +440,11 @@ class SwarmSession(Generic[PeerKey]):
             and not self.seeding
         )
 
-    def _fill_requests(self, key: PeerKey, now: float) -> list[Action[PeerKey]]:
-        peer = self._peers[key]
+    def _fill_requests(self, key: PeerKey, peer: _Peer, now: float) -> list[Action[PeerKey]]:
         connection = peer.connection
+        # Most peers choke us most of the time: that test comes first, and alone.
+        if connection.peer_choking:
+            return []
         has = connection.peer_has
         if has is None or not self._may_request(peer):
             return []
@@ -545,8 +547,8 @@ class SwarmSession(Generic[PeerKey]):
         everyone (only ``indices`` of them, if given), and idle peers may take them."""
         self.picker.release_run(key, indices)
         actions: list[Action[PeerKey]] = []
-        for other in self._peers:
-            actions.extend(self._fill_requests(other, now))
+        for other, other_peer in self._peers.items():
+            actions.extend(self._fill_requests(other, other_peer, now))
         return actions
 
     def piece_checked(
@@ -594,9 +596,9 @@ class SwarmSession(Generic[PeerKey]):
         if not good or self._held_back:
             # Blocks to fetch again, or hashing has caught up: everyone may ask for more.
             self._held_back = False
-            for key in self._peers:
+            for key, peer in self._peers.items():
                 if key not in liars:
-                    actions.extend(self._fill_requests(key, now))
+                    actions.extend(self._fill_requests(key, peer, now))
         return actions
 
     def blame_blocks(self, index: int, bad_offsets: Iterable[int]) -> list[Action[PeerKey]]:
@@ -726,9 +728,9 @@ class SwarmSession(Generic[PeerKey]):
             self.picker.release_peer_requests(key)
         if not snubbed:
             return actions
-        for key in self._peers:
+        for key, peer in self._peers.items():
             if key not in snubbed:
-                actions.extend(self._fill_requests(key, now))
+                actions.extend(self._fill_requests(key, peer, now))
         for key in snubbed:
             peer = self._peers[key]
             has = peer.connection.peer_has
