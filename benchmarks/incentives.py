@@ -10,6 +10,20 @@ Runs each experiment under both unchoke policies, on the same scenario and seed:
     peer seeding until the end (then free riders finish soon after contributors
     whatever the choker does, since nobody refuses a free rider when idle).
 (b) ``flash_crowd``: Jain's index of the leechers' share ratios (goal >= 0.9).
+    The share ratio is :meth:`RunMetrics.share_ratios`: each peer's payload
+    uploaded over downloaded *at the end of the run*, so it includes what a
+    peer uploaded after it finished (in ``flash_crowd`` every finished peer
+    seeds until the last one completes). Run twice as well: as the scenario
+    defines it (the goal is judged here), and with finished peers leaving at
+    share ratio 1.0, the seeding policy that would equalise ratios if any could.
+    Neither reaches 0.9: with uplinks 20x apart (5 to 100 Mbit/s) in a flash
+    crowd, fast peers get pieces first and are net uploaders (ratio ~2 at
+    completion even under the deficit choker) while slow ones finish with a
+    ratio of ~0.2, and the run ends when the last (slow) peer completes, so it
+    never seeds its ratio up. The ratio *at completion* is not in RunMetrics
+    (it needs the runner to keep each peer's counters when it completes); the
+    ratio-1 variant bounds it: a peer that leaves at ratio 1 kept its ratio at
+    completion if that was above 1.
 (c) ``several_seeds``: Jain's index of what each of four seeds uploaded (goal >= 0.9).
 
     python3 benchmarks/incentives.py [--quick] [--peers N] [--size-mib N]
@@ -63,6 +77,7 @@ def main() -> None:
         "free_riders_ratio_1": scaled("free_riders", seed_ratio_target=1.0),
         "free_riders_stay": scaled("free_riders"),
         "flash_crowd": scaled("flash_crowd"),
+        "flash_crowd_ratio_1": scaled("flash_crowd", seed_ratio_target=1.0),
         "several_seeds": scaled("several_seeds"),
     }
     print(f"incentives: {peers} peers, {size >> 20} MiB per experiment", flush=True)
@@ -103,6 +118,10 @@ def main() -> None:
         {p: results["flash_crowd"][p]["share_ratio_jain"] for p in POLICIES}, ".3f")
     row("    flash crowd: last peer / fluid bound", "flash_crowd_last_over_bound",
         {p: results["flash_crowd"][p]["last_over_bound"] for p in POLICIES}, ".2f")
+    row("    leave at ratio 1: share-ratio Jain", "flash_crowd_ratio_1_share_ratio_jain",
+        {p: results["flash_crowd_ratio_1"][p]["share_ratio_jain"] for p in POLICIES}, ".3f")
+    row("    leave at ratio 1: last peer / fluid bound", "flash_crowd_ratio_1_last_over_bound",
+        {p: results["flash_crowd_ratio_1"][p]["last_over_bound"] for p in POLICIES}, ".2f")
     row("(c) several seeds: seeds' upload Jain", "several_seeds_upload_jain",
         {p: results["several_seeds"][p]["seeds_upload_jain"] for p in POLICIES}, ".3f")
 

@@ -8,7 +8,12 @@ from collections import Counter
 import pytest
 
 from opendistro.errors import ConfigError
-from opendistro.swarm.choker import CHOKING_POLICIES, Choker, PeerStats
+from opendistro.swarm.choker import (
+    CHOKING_POLICIES,
+    MAX_OWED_SLOTS_FACTOR,
+    Choker,
+    PeerStats,
+)
 from opendistro.swarm.session import SessionConfig
 
 OLD = -1000.0
@@ -21,15 +26,17 @@ def peer(
     took: float = 0.0,
     credit: float = 0.0,
     rate: float = 0.0,
+    sending: float = 0.0,
     connected_at: float = OLD,
     snubbed: bool = False,
 ) -> PeerStats:
-    """``gave``: bytes it sent us on this connection; ``took``: bytes we sent it."""
+    """``gave``: bytes it sent us on this connection; ``took``: bytes we sent it;
+    ``rate``: bytes/s it sends us now; ``sending``: bytes/s we send it now."""
     return PeerStats(
         key=key,
         interested=True,
         download_rate=rate,
-        upload_rate=0.0,
+        upload_rate=sending,
         connected_at=connected_at,
         snubbed=snubbed,
         credit=credit,
@@ -114,7 +121,7 @@ def test_newcomers_keep_a_weighted_optimistic_share() -> None:
 
 
 def test_snubbed_peers_get_no_regular_slot_whatever_their_deficit() -> None:
-    peers = [peer("snubbed", gave=10**9, snubbed=True), peer("other", took=50)]
+    peers = [peer("snubbed", gave=10**9, snubbed=True), peer("other", gave=1, took=50)]
     subject = deficit_choker(slots=1, optimistic_slots=0)
     assert subject.rechoke(peers, 0.0, seeding=False) == {"other"}
 
@@ -144,3 +151,52 @@ def test_tit_for_tat_is_still_the_default_and_unknown_policies_are_refused() -> 
         Choker(policy="propshare-ish")
     with pytest.raises(ConfigError):
         SessionConfig(choking="nice")
+
+
+def test_while_leeching_every_peer_owed_above_the_water_level_is_unchoked() -> None:
+    # We send 100 B/s in all, so 1,000 bytes before the next round (10 s). The
+    # two largest deficits hold the slots; the next ones are unchoked too while
+    # the bytes needed to bring the larger ones down to theirs stay within that.
+    peers = [peer("top", gave=5000, sending=60), peer("second", gave=4800, sending=40)]
+    peers += [peer("third", gave=4500), peer("fourth", gave=4300), peer("low", gave=100)]
+    subject = deficit_choker(slots=2, optimistic_slots=0)
+    # above "third": 500 + 300 = 800 < 1000; above "fourth": 700 + 500 + 200 = 1400.
+    assert subject.rechoke(peers, 0.0, seeding=False) == {"top", "second", "third"}
+
+
+def test_the_owed_peers_unchoked_at_once_are_capped() -> None:
+    peers = [peer(f"owed{n}", gave=1000 + n, sending=10**6) for n in range(40)]
+    subject = deficit_choker(slots=2, optimistic_slots=0)
+    unchoked = subject.rechoke(peers, 0.0, seeding=False)
+    assert unchoked == {f"owed{n}" for n in range(39, 39 - 2 * MAX_OWED_SLOTS_FACTOR, -1)}
+
+
+def test_left_over_slots_go_to_contributors_fastest_first_never_to_takers() -> None:
+    peers = [
+        peer("owed", gave=900, took=100),
+        peer("slow_contributor", gave=100, took=5000, rate=10),
+        peer("fast_contributor", gave=100, took=9000, rate=500),
+        peer("remembered", credit=10, took=20_000, rate=50),
+        peer("taker", took=100),  # served once, never gave anything
+        peer("untried"),  # never served, never gave: the optimistic slot is its way in
+    ]
+    subject = deficit_choker(slots=3, optimistic_slots=0)
+    assert subject.rechoke(peers, 0.0, seeding=False) == {
+        "owed", "fast_contributor", "remembered"
+    }
+    wide = deficit_choker(slots=6, optimistic_slots=0)
+    assert wide.rechoke(peers, 0.0, seeding=False) == {
+        "owed", "fast_contributor", "remembered", "slow_contributor"
+    }
+
+
+def test_a_peer_without_unchoke_slots_unchokes_nobody_it_owes() -> None:
+    # A free rider's session runs with no slots at all: owing is not enough.
+    subject = deficit_choker(slots=0, optimistic_slots=0)
+    assert subject.rechoke([peer("owed", gave=10**6, sending=10**6)], 0.0, seeding=False) == set()
+
+
+def test_a_seed_serves_peers_that_fed_it_before_strangers_it_served_less() -> None:
+    peers = [peer("contributor", gave=10, took=5000), peer("stranger", took=100)]
+    subject = deficit_choker(slots=1, optimistic_slots=0)
+    assert subject.rechoke(peers, 0.0, seeding=True) == {"contributor"}

@@ -68,6 +68,7 @@ from .signing import (
     verify_release,
     write_detached,
 )
+from .swarm.seeding_policy import SeedingPolicy
 from .swarm.sources import SourcePolicy
 from .tracker.health_client import fetch_tracker_health
 from .tracker.server import TrackerServer
@@ -242,8 +243,20 @@ def _parser() -> argparse.ArgumentParser:
         help="OpenPGP keys; a Metalink's files must carry a signature by one of them",
     )
     get.add_argument("-o", "--output", type=Path, default=Path("."))
-    get.add_argument("--seed-ratio", type=float)
-    get.add_argument("--seed-time", type=float)
+    get.add_argument(
+        "--seed-ratio",
+        type=float,
+        metavar="R",
+        help="after the download, keep seeding until uploaded / downloaded reaches R "
+        "(counted against the size if nothing was downloaded), then stop",
+    )
+    get.add_argument(
+        "--seed-time",
+        type=float,
+        metavar="SECONDS",
+        help="after the download, keep seeding for SECONDS, then stop; with --seed-ratio too, "
+        "stop at whichever target is reached first (with neither, exit once downloaded)",
+    )
     get.add_argument("--sequential", action="store_true", help="fetch pieces in order")
     get.add_argument(
         "--trust",
@@ -1117,6 +1130,10 @@ async def _get(args: argparse.Namespace) -> int:
     if args.keyring is not None:
         raise ConfigError("--keyring checks a Metalink's signatures; the source is no Metalink")
     started = time.monotonic()
+    try:
+        seeding = SeedingPolicy(ratio_target=args.seed_ratio, time_target=args.seed_time)
+    except ConfigError as exc:
+        raise ConfigError(f"--seed-ratio/--seed-time: {exc}") from None
     source: MagnetLink | Metainfo
     if args.source.startswith("magnet:"):
         source = MagnetLink.parse(args.source)
@@ -1156,7 +1173,7 @@ async def _get(args: argparse.Namespace) -> int:
         await _wait_with_progress(torrent, printer)
         if torrent.error is not None:
             raise DownloadError(torrent.error)
-        await _keep_seeding(torrent, args.seed_ratio, args.seed_time)
+        await _keep_seeding(torrent, seeding)
         status = torrent.status()
         credit = client.credit
     result = {
@@ -1323,15 +1340,29 @@ async def _wait_with_progress(torrent: Torrent, printer: ProgressPrinter | None)
         printer.finish()
 
 
-async def _keep_seeding(torrent: Torrent, ratio: float | None, seconds: float | None) -> None:
-    if ratio is None and seconds is None:
+SEEDING_CHECK_INTERVAL = 0.5
+"""Seconds between checks of ``get --seed-ratio/--seed-time`` while seeding."""
+
+
+async def _keep_seeding(torrent: Torrent, policy: SeedingPolicy) -> None:
+    """Seed a complete torrent until ``policy`` says stop (at once if it sets no target).
+
+    The share ratio counts what came from mirrors as downloaded too: it is
+    data we took from the distribution network and give back to the swarm.
+    """
+    if policy.seeds_forever:
         return
-    deadline = trio.current_time() + seconds if seconds is not None else float("inf")
-    total = max(torrent.status().total_bytes, 1)
-    while trio.current_time() < deadline:
-        if ratio is not None and torrent.status().bytes_uploaded / total >= ratio:
+    completed = trio.current_time()
+    while True:
+        status = torrent.status()
+        if policy.should_stop(
+            uploaded=status.bytes_uploaded,
+            downloaded=status.bytes_from_peers + status.bytes_from_mirrors,
+            total_length=status.total_bytes,
+            seeding_for=trio.current_time() - completed,
+        ):
             return
-        await trio.sleep(0.5)
+        await trio.sleep(SEEDING_CHECK_INTERVAL)
 
 
 _ERROR_LABELS: tuple[tuple[type[BaseException], str], ...] = (

@@ -38,17 +38,23 @@ for an hour rank alike once their rates match, and a free rider that happens to
 hold a slot keeps drawing on it until someone out-uploads it. The deficit policy
 keeps the books instead: each peer's *deficit* is what it gave us (this
 connection, plus the ``credit`` its identity earned before) minus what we gave
-it. The regular slots go first to peers that ever gave us anything, largest
-deficit first, and only then to peers that never did, least served first. A
-peer we over-served falls behind everyone who reciprocated, a free rider never
-outranks a contributor and its deficit only ever goes down, and long-run upload
-tracks long-run contribution. Optimistic unchokes are kept exactly as above,
-so newcomers (deficit 0, nothing to trade yet) and free riders alike still get
-that share and nobody starves. When seeding, the largest deficit goes first
-too: the peers that fed us while we leeched are repaid first, and among the
-rest (for an initial seed, everyone) the fewest bytes sent, then the least
-recently unchoked. That is byte-even rather than turn-even, so every leecher,
-slow or fast, gets the same share of the seed.
+it. Leeching, it unchokes first the peers it *owes* (positive deficit),
+largest first: the ``slots`` largest, and more of them (up to
+``MAX_OWED_SLOTS_FACTOR * slots``) while our upload until the next round would
+reach their deficit. That is what FairTorrent's per-block rule (every block to
+the largest deficit) does over a round: a peer that feeds us fast stays owed and
+keeps its slot however many others we owe, so fast uploaders get fast
+downloads. Slots left over go to the other peers that ever gave us anything,
+fastest first (plain tit-for-tat among contributors); a peer that never gave us
+anything gets no regular slot at all, so a free rider draws only on the
+optimistic slot, kept exactly as above, and so does a new identity with no
+credit: newcomers keep that share and nobody starves (the session also lends
+an idle slot to a peer that becomes interested between rounds). When seeding,
+the peers that fed us while we leeched come first, largest deficit first, so
+they are repaid before anyone else; among the rest (for an initial seed,
+everyone) the fewest bytes sent, then the least recently unchoked. That is
+byte-even rather than turn-even, so every leecher, slow or fast, gets the
+same share of the seed.
 
 The choker remembers only what the policy needs: when the last round and the
 last optimistic rotation happened, the current optimistic peers, and when each
@@ -71,6 +77,9 @@ __all__ = ["CHOKING_POLICIES", "Choker", "PeerStats"]
 
 CHOKING_POLICIES = ("tit-for-tat", "deficit")
 """The unchoke policies :class:`Choker` implements (see the module docstring)."""
+
+MAX_OWED_SLOTS_FACTOR = 4
+"""The deficit policy unchokes at most this many times ``slots`` peers it owes at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,14 +203,14 @@ class Choker:
             if key not in keep and (seeding or not peer.snubbed)
         ]
         if seeding and self.policy == "deficit":
-            ranked = self._rank_seeding_by_deficit(regular_candidates)
+            chosen = self._rank_seeding_by_deficit(regular_candidates)[: self.slots]
         elif seeding:
-            ranked = self._rank_round_robin(regular_candidates)
+            chosen = self._rank_round_robin(regular_candidates)[: self.slots]
         elif self.policy == "deficit":
-            ranked = self._rank_by_deficit(regular_candidates)
+            chosen = self._choose_by_deficit(regular_candidates)
         else:
-            ranked = self._rank_by_reciprocation(regular_candidates)
-        regular = frozenset(peer.key for peer in ranked[: self.slots])
+            chosen = self._rank_by_reciprocation(regular_candidates)[: self.slots]
+        regular = frozenset(peer.key for peer in chosen)
 
         wanted = self.optimistic_slots - len(keep)
         others = [peer for key, peer in eligible.items() if key not in regular and key not in keep]
@@ -227,28 +236,43 @@ class Choker:
             key=lambda peer: (-peer.download_rate, -peer.upload_rate, tiebreak[peer.key]),
         )
 
-    def _rank_by_deficit(self, candidates: list[PeerStats]) -> list[PeerStats]:
-        """Peers that gave us anything first; then the largest deficit, the faster
-        reciprocator, and the rest at random."""
+    def _choose_by_deficit(self, candidates: list[PeerStats]) -> list[PeerStats]:
+        """The peers we owe, largest deficit first, then contributors, fastest first.
+
+        FairTorrent sends every block to the peer with the largest deficit, so
+        over one round the largest deficits are worked down to a common level.
+        A round-based choker gets close by unchoking exactly the peers above
+        that level: the ``slots`` largest, plus every further one whose
+        deficit our upload until the next round (``budget``) would reach.
+        """
         tiebreak = {peer.key: self._rng.random() for peer in candidates}
-        return sorted(
-            candidates,
-            key=lambda peer: (
-                not peer.reciprocated,
-                -peer.deficit,
-                -peer.download_rate,
-                tiebreak[peer.key],
-            ),
+        owed = sorted(
+            (peer for peer in candidates if peer.deficit > 0),
+            key=lambda peer: (-peer.deficit, -peer.download_rate, tiebreak[peer.key]),
         )
+        budget = math.fsum(peer.upload_rate for peer in candidates) * self.rechoke_interval
+        chosen: list[PeerStats] = []
+        for peer in owed[: self.slots * MAX_OWED_SLOTS_FACTOR]:
+            if len(chosen) >= self.slots:
+                above = math.fsum(taken.deficit - peer.deficit for taken in chosen)
+                if above >= budget:
+                    break
+            chosen.append(peer)
+        contributors = sorted(
+            (peer for peer in candidates if peer.reciprocated and peer.deficit <= 0),
+            key=lambda peer: (-peer.download_rate, -peer.deficit, tiebreak[peer.key]),
+        )
+        return chosen + contributors[: max(0, self.slots - len(chosen))]
 
     def _rank_seeding_by_deficit(self, candidates: list[PeerStats]) -> list[PeerStats]:
-        """Largest deficit (so, among equals in what they gave, the fewest bytes sent)
-        first, then the least recently unchoked."""
+        """Peers that ever gave us anything first; within each group the largest
+        deficit (so, among equals in what they gave, the fewest bytes sent), then
+        the least recently unchoked."""
         tiebreak = {peer.key: self._rng.random() for peer in candidates}
 
-        def order(peer: PeerStats) -> tuple[float, float, float]:
+        def order(peer: PeerStats) -> tuple[bool, float, float, float]:
             last = self._last_unchoked.get(peer.key, -math.inf)
-            return -peer.deficit, last, tiebreak[peer.key]
+            return not peer.reciprocated, -peer.deficit, last, tiebreak[peer.key]
 
         return sorted(candidates, key=order)
 
