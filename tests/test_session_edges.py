@@ -121,6 +121,25 @@ def test_earlier_credit_wins_a_peer_the_unchoke_slot() -> None:
     assert sent_to(round_, "b") == [m.Unchoke()]
 
 
+@pytest.mark.parametrize("choking", ["deficit", "tit-for-tat"])
+def test_a_leecher_lends_no_idle_slot_to_a_peer_that_only_took(choking: str) -> None:
+    """Under the deficit policy a free rider cannot re-take an idle slot by turning
+    interested again after each piece; a newcomer still gets one at once."""
+    session = half_seed(upload_slots=2, optimistic_slots=0, choking=choking)
+    taker, newcomer = Remote("taker", 2), Remote("newcomer", 2)
+    for remote in (taker, newcomer):
+        connect(session, remote)
+    taker.hears(taker.says(session, m.Interested()))
+    assert not taker.theirs.peer_choking  # a free slot, at once
+    session.block_served("taker", BLOCK, 1.0)
+    taker.hears(taker.says(session, m.NotInterested(), now=1.0))
+    assert taker.theirs.peer_choking
+    taker.hears(taker.says(session, m.Interested(), now=2.0))
+    assert taker.theirs.peer_choking == (choking == "deficit")
+    newcomer.hears(newcomer.says(session, m.Interested(), now=2.0))
+    assert not newcomer.theirs.peer_choking
+
+
 def test_an_unknown_choking_policy_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown choking policy 'fastest'"):
         SessionConfig(choking="fastest")

@@ -685,9 +685,21 @@ class SwarmSession(Generic[PeerKey]):
             peer.uploaded.add(length, now)
 
     def _peer_interested(self, key: PeerKey, peer: _Peer, now: float) -> list[Action[PeerKey]]:
-        """A newcomer gets a free slot at once rather than waiting for the next round."""
+        """A newcomer gets a free slot at once rather than waiting for the next round.
+
+        Under the deficit policy a leecher lends no slot to a peer it already
+        gave to that never gave back: a free rider turns interested again after
+        every piece it gets, and would draw on each idle slot at once.
+        """
         slots = self.config.upload_slots + self.config.optimistic_slots
-        if peer.connection.am_choking and len(self._unchoked) < slots:
+        took_without_giving = (
+            self.config.choking == "deficit"
+            and not self.seeding
+            and peer.credit <= 0
+            and peer.downloaded.total == 0
+            and peer.uploaded.total > 0
+        )
+        if peer.connection.am_choking and len(self._unchoked) < slots and not took_without_giving:
             self._unchoked.add(key)
             return [SendMessage(key, Unchoke()), *self._suggest(key, peer, SUGGESTIONS_ON_UNCHOKE)]
         return []
