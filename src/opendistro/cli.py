@@ -47,6 +47,7 @@ from .io.delta_update import DeltaOutcome, update_from_previous
 from .io.dht import PUBLIC_BOOTSTRAP_NODES
 from .io.health import SwarmSurvey, survey_swarm, tracker_reports
 from .io.torrent import Torrent, TorrentState, directory_of
+from .limits import Limits
 from .magnet import MagnetLink
 from .metainfo import Metainfo
 from .mirrors.server import MirrorServer
@@ -82,6 +83,13 @@ def _address(text: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
 
 
 def _rate(text: str) -> float:
@@ -195,6 +203,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     tracker.add_argument(
         "--allow-list", type=Path, metavar="FILE", help="serve only these info-hashes (hex)"
+    )
+    tracker.add_argument(
+        "--max-announces-per-ip", type=_positive_int,
+        default=Limits().max_announces_per_ip_per_minute, metavar="N",
+        help="announces one IP address may make per minute (default: %(default)s; "
+        "loopback is exempt)",
     )
 
     mirror = commands.add_parser(
@@ -451,6 +465,21 @@ def _add_peer_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--upload-limit", type=_rate, metavar="RATE", help="bytes/s, e.g. 2M")
     parser.add_argument("--download-limit", type=_rate, metavar="RATE", help="bytes/s, e.g. 2M")
+    defaults = Limits()
+    parser.add_argument(
+        "--max-peers", type=_positive_int, default=defaults.max_peers_per_torrent, metavar="N",
+        help="connections per torrent, dialled and accepted (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-connections-per-ip", type=_positive_int, default=defaults.max_connections_per_ip,
+        metavar="N", help="connections to or from one IP address (default: %(default)s; "
+        "loopback is exempt)",
+    )
+    parser.add_argument(
+        "--max-peer-requests", type=_positive_int, default=defaults.max_pending_peer_requests,
+        metavar="N", help="block requests one peer may queue with us, advertised as reqq "
+        "(default: %(default)s)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -1042,6 +1071,7 @@ async def _tracker(args: argparse.Namespace) -> int:
         allow_list=allow,
         persist_interval=args.persist_interval,
         credit_db_path=args.credit_db,
+        limits=Limits(max_announces_per_ip_per_minute=args.max_announces_per_ip),
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve)
@@ -1065,16 +1095,7 @@ async def _mirror(args: argparse.Namespace) -> int:
 async def _seed(args: argparse.Namespace) -> int:
     metainfo = Metainfo.from_file(args.torrent)
     data_dir = directory_of(args.data, metainfo.name)
-    async with Client(
-        host=args.host,
-        port=args.port,
-        encryption=EncryptionPolicy(args.encryption),
-        upload_limit=args.upload_limit,
-        download_limit=args.download_limit,
-        log=_log_to_stderr(args.verbose),
-        **_dht_options(args),
-        **_credit_options(args),
-    ) as client:
+    async with _client(args) as client:
         torrent = await client.seed(metainfo, data_dir, peers=args.peer)
         print(f"seeding {metainfo.name} on {args.host}:{client.port}", flush=True)
         if client.credit is not None:
@@ -1112,6 +1133,11 @@ def _client(args: argparse.Namespace) -> Client:
         encryption=EncryptionPolicy(args.encryption),
         upload_limit=args.upload_limit,
         download_limit=args.download_limit,
+        limits=Limits(
+            max_peers_per_torrent=args.max_peers,
+            max_connections_per_ip=args.max_connections_per_ip,
+            max_pending_peer_requests=args.max_peer_requests,
+        ),
         log=_log_to_stderr(args.verbose),
         **(_dht_options(args) if hasattr(args, "dht_port") else {}),
         **_credit_options(args),
