@@ -24,7 +24,7 @@ import trio
 
 from opendistro.create import create_torrent
 from opendistro.delta.publish import publish_delta
-from opendistro.errors import MirrorError
+from opendistro.errors import DeltaPeerError, MirrorError
 from opendistro.io.client import Client
 from opendistro.io.delta_update import DeltaOutcome, update_from_previous
 from opendistro.metainfo import Metainfo
@@ -317,3 +317,34 @@ async def test_a_peer_without_the_index_is_passed_over_for_the_mirror(tmp_path: 
                                              peers=peer)
         nursery.cancel_scope.cancel()
     assert outcome.bytes_reused >= 200_000
+
+
+async def test_a_peer_with_a_bad_index_is_dropped_for_the_next_peer_or_the_mirror(
+    tmp_path: Path,
+) -> None:
+    data = random.Random(11).randbytes(300_000)
+    new, metainfo = release(tmp_path / "new", "blob.bin", lambda p: write(p, data))
+    old = write(tmp_path / "old" / "blob.bin", data[:250_000])
+    publish_delta(metainfo, new.parent)
+    async with trio.open_nursery() as nursery, Client(host=LOOPBACK) as liar, \
+            Client(host=LOOPBACK) as honest:
+        lying = (await liar.seed(metainfo, new.parent)).delta_server
+        lying.index_bytes, lying.compressed_index = b"d1:xi1ee", None  # announced, not an index
+        await honest.seed(metainfo, new.parent)
+        mirror = MirrorServer(new.parent)
+        await nursery.start(mirror.serve)
+        bad, good = (LOOPBACK, liar.port), (LOOPBACK, honest.port)
+        with pytest.raises(DeltaPeerError, match="bad index"):
+            await update_from_previous(metainfo, tmp_path / "a", [old], [], peers=[bad])
+        with pytest.raises(DeltaPeerError, match="does not match"):
+            await update_from_previous(metainfo, tmp_path / "b", [old], [], peers=[good],
+                                       index_sha256=bytes(32))
+        outcomes = [
+            await update_from_previous(metainfo, tmp_path / "c", [old], [], peers=[bad, good]),
+            await update_from_previous(metainfo, tmp_path / "d", [old], [mirror.url],
+                                       peers=[bad]),
+        ]
+        nursery.cancel_scope.cancel()
+    for outcome in outcomes:
+        assert outcome.index is not None and outcome.index.name == "blob.bin"
+        assert outcome.bytes_reused >= 200_000

@@ -20,6 +20,7 @@ from opendistro.wire.extensions.od_delta import (
     CONTENT_BLOCK_SIZE,
     HANDSHAKE_ENC_KEY,
     INDEX_PIECE_SIZE,
+    CompressedIndex,
     ContentData,
     ContentReject,
     ContentRequest,
@@ -34,6 +35,7 @@ from opendistro.wire.extensions.od_delta import (
     PackReject,
     PackRequest,
     compress_content,
+    compressed_index_announcement,
     decode_delta_message,
     encode_delta_message,
     index_response,
@@ -57,6 +59,9 @@ GOOD: list[tuple[str, DeltaMessage]] = [
     ("pack data", PackData(9, bytes.fromhex("fd377a585a00"))),
     ("pack data, empty", PackData(2**31 - 1, b"")),
     ("pack reject", PackReject(9)),
+    ("index request, compressed form", IndexRequest(3, "xz")),
+    ("index data, compressed form", IndexData(0, 5000, bytes.fromhex("fd377a585a00"), "xz")),
+    ("index reject, compressed form", IndexReject(4096, "xz")),
 ]
 
 BAD: list[tuple[str, bytes]] = [
@@ -96,6 +101,17 @@ BAD: list[tuple[str, bytes]] = [
     ("pack data without id", b"d8:msg_typei7eeXY"),
     ("pack reject without id", b"d8:msg_typei8ee"),
     ("trailing bytes after a pack reject", b"d2:idi1e8:msg_typei8eeX"),
+    ("index request of an unknown form", b"d3:enc4:zlib8:msg_typei0e5:piecei0ee"),
+    ("index request form not a string", b"d3:enci1e8:msg_typei0e5:piecei0ee"),
+    ("index data of an unknown form",
+     b"d3:enc4:gzip8:msg_typei1e5:piecei0e10:total_sizei1eeX"),
+    ("index reject of an unknown form", b"d3:enc2:XZ8:msg_typei2e5:piecei0ee"),
+    ("compressed index data over 16 KiB",
+     b"d3:enc2:xz8:msg_typei1e5:piecei0e10:total_sizei99999ee" + bytes(16385)),
+    ("compressed index over 64 MiB",
+     b"d3:enc2:xz8:msg_typei1e5:piecei0e10:total_sizei67108865eeX"),
+    ("trailing bytes after a compressed index request",
+     b"d3:enc2:xz8:msg_typei0e5:piecei0eeX"),
 ]
 
 
@@ -380,3 +396,77 @@ def test_a_plain_answer_is_its_own_content() -> None:
     answer = ContentData(request.request_id, b"abc")
     assert requests.answered(answer) == request
     assert ContentRequests.content(request, answer) == b"abc"
+
+
+GOOD_XZ = {b"od_delta_size": 40000, b"od_delta_sha256": bytes(32),
+           b"od_delta_xz_size": 9000, b"od_delta_xz_sha256": b"\x01" * 32}
+
+
+def test_a_compressed_index_is_announced_beside_the_plain_one() -> None:
+    announced = compressed_index_announcement(GOOD_XZ)
+    assert announced == CompressedIndex(9000, b"\x01" * 32)
+    assert compressed_index_announcement(
+        {**announced.extra(), b"od_delta_size": 1, b"od_delta_sha256": bytes(32)}
+    ) == announced
+    assert compressed_index_announcement({}) is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {b"od_delta_xz_size": 0},
+        {b"od_delta_xz_size": (64 << 20) + 1},
+        {b"od_delta_xz_size": True},
+        {b"od_delta_xz_size": b"9000"},
+        {b"od_delta_xz_sha256": bytes(31)},
+        {b"od_delta_xz_sha256": "x" * 32},
+        {b"od_delta_xz_sha256": None},
+        {b"od_delta_size": None},  # a compressed index only beside the plain one
+        {b"od_delta_size": 0},
+        {b"od_delta_sha256": bytes(33)},
+    ],
+    ids=lambda change: repr(change)[:60],
+)
+def test_a_bad_compressed_index_announcement_is_ignored(change: dict[bytes, Any]) -> None:
+    extra = {**GOOD_XZ, **change}
+    extra = {key: value for key, value in extra.items() if value is not None}
+    assert compressed_index_announcement(extra) is None
+
+
+def test_index_requests_are_answered_from_the_form_they_name() -> None:
+    plain, packed = bytes(range(256)) * 100, b"packed" * 3000  # 25600 and 18000 bytes
+    assert index_response(plain, IndexRequest(1), packed) == IndexData(
+        1, len(plain), plain[INDEX_PIECE_SIZE:]
+    )
+    assert index_response(plain, IndexRequest(1, "xz"), packed) == IndexData(
+        1, len(packed), packed[INDEX_PIECE_SIZE:], "xz"
+    )
+    assert index_response(plain, IndexRequest(2, "xz"), packed) == IndexReject(2, "xz")
+    assert index_response(plain, IndexRequest(0, "xz")) == IndexReject(0, "xz")
+    assert index_response(b"", IndexRequest(0), packed) == IndexReject(0)
+
+
+def test_a_compressed_index_is_assembled_only_from_pieces_of_its_form() -> None:
+    packed = bytes(range(200)) * 100
+    assembler = IndexAssembler(total_size=len(packed),
+                               expected_sha256=hashlib.sha256(packed).digest(), enc="xz")
+    requests = []
+    while (request := assembler.next_request()) is not None:
+        requests.append(request)
+    assert requests == [IndexRequest(0, "xz"), IndexRequest(1, "xz")]
+    with pytest.raises(RemoteProtocolError, match="form"):
+        assembler.receive(index_response(packed, IndexRequest(0)))  # type: ignore[arg-type]
+    first = index_response(b"", requests[0], packed)
+    assert isinstance(first, IndexData) and assembler.receive(first) is None
+    last = index_response(b"", requests[1], packed)
+    assert isinstance(last, IndexData) and assembler.receive(last) == packed
+
+    plain = IndexAssembler(total_size=10)
+    with pytest.raises(RemoteProtocolError, match="form"):
+        plain.receive(IndexData(0, 10, bytes(10), "xz"))
+
+
+def test_we_never_send_an_unknown_index_form() -> None:
+    for message in (IndexRequest(0, "gzip"), IndexReject(0, "zlib"), IndexData(0, 1, b"x", "")):
+        with pytest.raises(LocalProtocolError, match="unknown od_delta index encoding"):
+            encode_delta_message(message)

@@ -8,11 +8,17 @@ needs and the binary patches from that peer, over real TCP on 127.0.0.1,
 checks them as it checks a mirror's, and falls back to content ranges, then
 to pieces, when the peer lies or fails. The result is always bit-exact and
 the old version is never written.
+
+The seeder also serves the publisher's xz-compressed index
+(``NAME.odindex.xz``) when it holds exactly the index; the client takes that
+form, and falls back to the plain index when the compressed one is refused,
+does not decompress, is too big or is not the index.
 """
 
 from __future__ import annotations
 
 import hashlib
+import lzma
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -23,12 +29,14 @@ import trio
 from opendistro.create import create_torrent
 from opendistro.delta.index import DeltaIndex
 from opendistro.delta.pack import PackedChunk, PackHeader
-from opendistro.delta.publish import index_path, pack_paths, publish_delta
+from opendistro.delta.publish import compress_index, index_path, pack_paths, publish_delta
 from opendistro.errors import DeltaPeerError, OpenDistroError
 from opendistro.io.client import Client
 from opendistro.io.delta_peer import DeltaPeer
+from opendistro.io.delta_server import DeltaServer
 from opendistro.io.delta_update import DeltaOutcome, update_from_previous
 from opendistro.metainfo import Metainfo
+from opendistro.wire.extensions.od_delta import CompressedIndex
 
 from .test_delta_binpatch import NEW_NATIVE, OLD_NATIVE, wheel
 from .test_delta_pack import edited
@@ -269,3 +277,126 @@ async def test_without_a_pack_beside_the_release_none_is_announced(tmp_path: Pat
     index = DeltaIndex.decode(index_path(new.parent, metainfo).read_bytes())
     assert index.name == metainfo.name
     assert old.exists()
+
+
+def compressed_path(root: Path, metainfo: Metainfo) -> Path:
+    plain = index_path(root, metainfo)
+    return plain.with_name(plain.name + ".xz")
+
+
+def serve_compressed(server: DeltaServer, data: bytes, sha256: bytes | None = None) -> None:
+    """Make the seeder a lying peer: announce and serve ``data`` as the compressed index
+    (with ``sha256`` as its announced hash), as a peer that is not opendistro could."""
+    server._compressed_bytes = data
+    server.compressed_index = CompressedIndex(
+        len(data) or 40_000, sha256 or hashlib.sha256(data).digest()
+    )
+
+
+async def test_a_peer_only_update_takes_the_compressed_index(tmp_path: Path) -> None:
+    old, new, metainfo = publish_wheels(tmp_path, pack=True)
+    plain = index_path(new.parent, metainfo).read_bytes()
+    packed = compressed_path(new.parent, metainfo).read_bytes()
+    assert len(packed) < len(plain)
+    async with Client(host=LOOPBACK) as seeder:
+        server = (await seeder.seed(metainfo, new.parent)).delta_server
+        assert server.compressed_index == CompressedIndex(
+            len(packed), hashlib.sha256(packed).digest()
+        )
+        extra = server.handshake_extra()
+        assert extra[b"od_delta_xz_size"] == len(packed)
+        peer_id = b"-OD0001-" + bytes(12)
+        async with DeltaPeer((LOOPBACK, seeder.port), metainfo.wire_info_hash, peer_id) as peer:
+            assert peer.compressed_index == server.compressed_index
+            before = peer.bytes_received
+            assert await peer.fetch_index() == plain
+            assert peer.index_failures == []
+            assert peer.bytes_received - before < len(plain), "the compressed form travelled"
+    outcome, from_peers, _ = await update_from_seeder(new.parent, metainfo, old, tmp_path / "dl")
+    assert (tmp_path / "dl" / new.name).read_bytes() == new.read_bytes()
+    assert from_peers == 0 and not outcome.failures
+    assert len(packed) < outcome.index_bytes < len(plain), "index bytes counted as received"
+
+
+@pytest.mark.parametrize(
+    ("lie", "failure"),
+    [
+        ("truncated", "does not decompress"),
+        ("too big", "does not decompress"),
+        ("wrong hash", "bad compressed index"),
+        ("another index", "of another index"),
+        ("refused", "refused compressed index piece"),
+    ],
+)
+async def test_a_bad_compressed_index_falls_back_to_the_plain_one(
+    tmp_path: Path, lie: str, failure: str
+) -> None:
+    _, new, metainfo = publish_wheels(tmp_path, pack=True)
+    plain = index_path(new.parent, metainfo).read_bytes()
+    packed = compressed_path(new.parent, metainfo).read_bytes()
+    async with Client(host=LOOPBACK) as seeder:
+        server = (await seeder.seed(metainfo, new.parent)).delta_server
+        if lie == "truncated":
+            serve_compressed(server, packed[:-8])
+        elif lie == "too big":
+            too_big = lzma.compress(bytes((64 << 20) + 1), format=lzma.FORMAT_XZ, preset=0)
+            serve_compressed(server, too_big)
+        elif lie == "wrong hash":
+            serve_compressed(server, packed, bytes(32))
+        elif lie == "another index":
+            serve_compressed(server, compress_index(plain[:-1] + b"!"))
+        else:
+            serve_compressed(server, b"")  # announces 40000 bytes: three pieces, all refused
+        peer_id = b"-OD0001-" + bytes(12)
+        async with DeltaPeer((LOOPBACK, seeder.port), metainfo.wire_info_hash, peer_id) as peer:
+            assert await peer.fetch_index() == plain
+            (reason,) = peer.index_failures
+            assert failure in reason
+            assert await peer.fetch_index() == plain, "the connection still serves"
+
+
+async def test_after_a_corrupt_compressed_index_the_update_is_still_bit_exact(
+    tmp_path: Path,
+) -> None:
+    old, new, metainfo = publish_wheels(tmp_path, pack=True)
+    plain = index_path(new.parent, metainfo).read_bytes()
+    packed = compressed_path(new.parent, metainfo).read_bytes()
+    corrupted = packed[:40] + bytes([packed[40] ^ 0x5A]) + packed[41:]
+    async with Client(host=LOOPBACK) as seeder, Client(host=LOOPBACK) as leecher:
+        seeding = await seeder.seed(metainfo, new.parent)
+        serve_compressed(seeding.delta_server, corrupted)
+        address = (LOOPBACK, seeder.port)
+        with trio.fail_after(60):
+            outcome = await update_from_previous(metainfo, tmp_path / "dl", [old], [],
+                                                 peers=[address])
+        torrent = await leecher.add_torrent(metainfo, tmp_path / "dl", peers=[address])
+        with trio.fail_after(60):
+            await torrent.complete.wait()
+        status = torrent.status()
+    assert torrent.error is None and status.bytes_from_peers == 0
+    assert (tmp_path / "dl" / new.name).read_bytes() == new.read_bytes()
+    assert outcome.patches_applied == 1 and not outcome.failures
+    assert outcome.index_bytes > len(corrupted) + len(plain), "both forms were fetched"
+
+
+async def test_a_stale_compressed_index_is_not_served_and_the_plain_one_is(
+    tmp_path: Path,
+) -> None:
+    _, new, metainfo = publish_wheels(tmp_path, pack=True)
+    plain = index_path(new.parent, metainfo).read_bytes()
+    stale = compressed_path(new.parent, metainfo)
+    stale.write_bytes(compress_index(plain + b"x"))  # the index of another release
+    async with Client(host=LOOPBACK) as seeder:
+        seeding = await seeder.seed(metainfo, new.parent)
+        server = seeding.delta_server
+        assert server.compressed_index is None
+        assert b"od_delta_xz_size" not in server.handshake_extra()
+        peer_id = b"-OD0001-" + bytes(12)
+        async with DeltaPeer((LOOPBACK, seeder.port), metainfo.wire_info_hash, peer_id) as peer:
+            assert peer.compressed_index is None  # asked for the plain form only, as in v1
+            assert await peer.fetch_index() == plain and peer.index_failures == []
+        with pytest.raises(OpenDistroError, match="only beside"):
+            DeltaServer(seeding).load_compressed_index(stale)
+        stale.write_bytes(compress_index(plain))
+        server.load_compressed_index(stale)
+        assert server.compressed_index is not None

@@ -9,7 +9,10 @@ extension handshake naming only ``od_delta``, then index pieces and up to
 in flight. It uploads nothing and says it has nothing (``HaveNone``). It
 accepts zlib-compressed answers (``od_delta_enc``) and inflates them, bounded.
 From a peer that announces the publisher's pack it also fetches the pack's
-header and ranges of its blocks, the same requests in flight.
+header and ranges of its blocks, the same requests in flight. From a peer that
+announces the xz-compressed index it fetches that form, decompresses it with
+the 64 MiB bound and checks the result as the plain index; when the compressed
+form is refused or does not check out, it fetches the plain index instead.
 
 Everything it returns is unverified: the caller rebuilds files whose pieces
 the torrent engine then checks. A peer that breaks the protocol, refuses or
@@ -28,7 +31,8 @@ from types import TracebackType
 
 import trio
 
-from ..errors import DeltaPeerError, OpenDistroError, RemoteProtocolError
+from ..delta.publish import decompress_index
+from ..errors import DeltaPeerError, IntegrityError, RemoteProtocolError
 from ..wire.connection import PeerConnection
 from ..wire.extensions.handshake import ExtensionHandshake
 from ..wire.extensions.od_delta import (
@@ -40,6 +44,7 @@ from ..wire.extensions.od_delta import (
     HANDSHAKE_SIZE_KEY,
     MAX_INDEX_SIZE,
     MAX_OUTSTANDING,
+    CompressedIndex,
     ContentData,
     ContentReject,
     ContentRequest,
@@ -52,6 +57,7 @@ from ..wire.extensions.od_delta import (
     PackData,
     PackReject,
     Request,
+    compressed_index_announcement,
     decode_delta_message,
     encode_delta_message,
     lists_zlib,
@@ -91,6 +97,9 @@ class DeltaPeer:
         self._index_pieces: list[IndexData | IndexReject] = []
         self._send_lock = trio.Lock()
         self.bytes_received = 0
+        self.index_failures: list[str] = []
+        """Why an index form fetched from this peer was not used (the plain one was asked
+        for after a compressed one failed), in order."""
 
     async def __aenter__(self) -> DeltaPeer:
         try:
@@ -146,28 +155,76 @@ class DeltaPeer:
         value = self._remote.extra.get(HANDSHAKE_SHA256_KEY) if self._remote else None
         return value if isinstance(value, bytes) and len(value) == 32 else None
 
+    @property
+    def compressed_index(self) -> CompressedIndex | None:
+        """The xz-compressed index the peer announced, if it serves one."""
+        return compressed_index_announcement(self._remote.extra) if self._remote else None
+
     async def fetch_index(self, expected_sha256: bytes | None = None) -> bytes:
-        """The peer's delta index, checked against ``expected_sha256`` or its own announcement."""
+        """The peer's delta index, checked against ``expected_sha256`` or its own announcement.
+
+        The compressed form comes first when the peer announces it; what it
+        decompresses to (at most 64 MiB) must have that same SHA-256. When it is
+        refused, does not decompress or does not match, the plain index is
+        fetched (:attr:`index_failures` says why).
+        """
         size = self.index_size
         if size is None:
             raise DeltaPeerError(f"{self.label} serves no delta index")
-        assembler = IndexAssembler(
-            total_size=size, expected_sha256=expected_sha256 or self.index_sha256
-        )
+        sha256 = expected_sha256 or self.index_sha256
+        compressed = self.compressed_index
+        if compressed is not None:
+            packed = await self._fetch_index_form(IndexAssembler(
+                total_size=compressed.size, expected_sha256=compressed.sha256, enc="xz"
+            ))
+            if packed is not None:
+                data = await trio.to_thread.run_sync(decompress_index, packed, MAX_INDEX_SIZE)
+                if data is None:
+                    self.index_failures.append("sent a compressed index that does not decompress")
+                elif hashlib.sha256(data).digest() != sha256:
+                    self.index_failures.append("sent a compressed index of another index")
+                else:
+                    return data
+        whole = await self._fetch_index_form(IndexAssembler(total_size=size,
+                                                            expected_sha256=sha256))
+        if whole is None:
+            raise DeltaPeerError(f"{self.label} {self.index_failures[-1]}")
+        return whole
+
+    async def _fetch_index_form(self, assembler: IndexAssembler) -> bytes | None:
+        """Every piece of one form of the index; None (and why, in :attr:`index_failures`)
+        when the peer refuses a piece or the whole does not match its SHA-256.
+
+        After a refusal the other answers are still read, so none of them is
+        taken for a piece of the form asked for next.
+        """
+        form = "compressed index" if assembler.enc else "index"
+        asked = answered = 0
         while (request := assembler.next_request()) is not None:
             await self._send(request)
-        while True:
+            asked += 1
+        refused: int | None = None
+        while refused is None or answered < asked:
             while not self._index_pieces:
                 await self._wait()
             answer = self._index_pieces.pop(0)
+            answered += 1
+            if answer.enc != assembler.enc:
+                raise DeltaPeerError(f"{self.label} answered with the other index form")
             if isinstance(answer, IndexReject):
-                raise DeltaPeerError(f"{self.label} refused index piece {answer.piece}")
+                refused = answer.piece
+                continue
             try:
                 whole = assembler.receive(answer)
-            except OpenDistroError as exc:
-                raise DeltaPeerError(f"{self.label} sent a bad index: {exc}") from exc
+            except RemoteProtocolError as exc:
+                raise DeltaPeerError(f"{self.label} sent a bad {form}: {exc}") from exc
+            except IntegrityError as exc:
+                self.index_failures.append(f"sent a bad {form}: {exc}")
+                return None
             if whole is not None:
                 return whole
+        self.index_failures.append(f"refused {form} piece {refused}")
+        return None
 
     @property
     def pack(self) -> PackAnnouncement | None:

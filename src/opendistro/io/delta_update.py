@@ -214,7 +214,8 @@ async def update_from_previous(
     index: one that does not match is refused wherever it came from.
 
     The index and missing content come from the first of ``peers`` that
-    serves them over ``od_delta``, else from ``mirrors``; the pack from that
+    serves a good index over ``od_delta`` (its compressed form when announced),
+    else from ``mirrors``; the pack from that
     peer when it announces one, else from the first mirror. Segments not worth
     a delta (fetched whole) come from a mirror, or with only peers are left
     to the ordinary download, which fetches whatever pieces are still wrong.
@@ -229,13 +230,12 @@ async def update_from_previous(
     async with (
         http or HttpMirror(max_connections=_PARALLEL_REQUESTS)
     ) as client, AsyncExitStack() as stack:
-        peer = await _delta_peer(stack, metainfo, peers)
+        found = await _delta_peer(stack, metainfo, peers, index_sha256, bool(mirrors))
+        peer: DeltaPeer | None = None
         pack: _Pack | None = None
-        if peer is not None:
-            index_data = await peer.fetch_index(index_sha256)
-            delta_index = _decode_index(index_data, metainfo, peer.label)
+        if found is not None:
+            peer, (delta_index, index_data), outcome.index_bytes = found
             base = mirrors[0] if mirrors else None
-            outcome.index_bytes = len(index_data)
             pack = await _peer_pack_header(peer, index_data)
             if pack is None and base is not None:
                 pack = await _fetch_pack_header(metainfo, base, index_data)
@@ -410,10 +410,21 @@ def _apply_patches(
 
 
 async def _delta_peer(
-    stack: AsyncExitStack, metainfo: Metainfo, peers: Sequence[tuple[str, int]]
-) -> DeltaPeer | None:
-    """A connection to the first peer that serves the delta index, if any does."""
+    stack: AsyncExitStack,
+    metainfo: Metainfo,
+    peers: Sequence[tuple[str, int]],
+    sha256: bytes | None,
+    mirrors: bool,
+) -> tuple[DeltaPeer, tuple[DeltaIndex, bytes], int] | None:
+    """The first peer that serves a good delta index, the index, and the bytes its transfer
+    took on the wire (every form fetched, framing included); None if no peer serves one.
+
+    A peer whose index fails (refused, does not match, breaks the protocol) is
+    dropped for the next one. When every peer that serves an index fails and
+    there is no mirror to turn to, the last failure is raised.
+    """
     peer_id = b"-OD0001-" + os.urandom(12)  # not the client's: this is a side connection
+    failure: DeltaPeerError | None = None
     for address in peers:
         try:
             peer = await stack.enter_async_context(
@@ -421,9 +432,22 @@ async def _delta_peer(
             )
         except DeltaPeerError:
             continue
-        if peer.index_size is not None:
-            return peer
-        await peer.aclose()
+        if peer.index_size is None:
+            await peer.aclose()
+            continue
+        before = peer.bytes_received
+        try:
+            data = await peer.fetch_index(sha256)
+            index = _decode_index(data, metainfo, peer.label)
+        except OpenDistroError as exc:
+            await peer.aclose()
+            failure = exc if isinstance(exc, DeltaPeerError) else DeltaPeerError(
+                f"{peer.label} sent a bad index: {exc}"
+            )
+            continue
+        return peer, (index, data), peer.bytes_received - before
+    if failure is not None and not mirrors:
+        raise failure
     return None
 
 

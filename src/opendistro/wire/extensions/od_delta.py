@@ -27,6 +27,13 @@ the handshake (:class:`PackAnnouncement`) and serves byte ranges of it, the
 header followed by the blocks, with pack requests. Those bytes are already
 compressed, so they travel as they are; what they rebuild is checked like
 everything else.
+
+A seeder that has the publisher's xz-compressed copy of the index
+(``NAME.odindex.xz``) announces it too (:class:`CompressedIndex`) and serves
+its pieces to index requests that ask for ``enc`` ``xz``. The requester
+decompresses it, bounded, and checks the result exactly as the plain index;
+when that fails it asks for the plain index instead. A peer that does not
+announce it is only ever asked for the plain form.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from ...errors import BencodeError, IntegrityError, LocalProtocolError, RemotePr
 
 __all__ = [
     "CONTENT_BLOCK_SIZE",
+    "ENCODING_XZ",
     "ENCODING_ZLIB",
     "EXTENSION_NAME",
     "HANDSHAKE_BLOCKS_SIZE_KEY",
@@ -49,11 +57,14 @@ __all__ = [
     "HANDSHAKE_PACK_SIZE_KEY",
     "HANDSHAKE_SHA256_KEY",
     "HANDSHAKE_SIZE_KEY",
+    "HANDSHAKE_XZ_SHA256_KEY",
+    "HANDSHAKE_XZ_SIZE_KEY",
     "INDEX_PIECE_SIZE",
     "MAX_BLOCKS_SIZE",
     "MAX_INDEX_SIZE",
     "MAX_OUTSTANDING",
     "MAX_PACK_HEADER_SIZE",
+    "CompressedIndex",
     "ContentData",
     "ContentReject",
     "ContentRequest",
@@ -68,6 +79,7 @@ __all__ = [
     "PackReject",
     "PackRequest",
     "compress_content",
+    "compressed_index_announcement",
     "decode_delta_message",
     "encode_delta_message",
     "index_response",
@@ -88,7 +100,13 @@ HANDSHAKE_PACK_SHA256_KEY: Final = b"od_delta_pack_sha256"
 """Extension handshake key: the SHA-256 of that header."""
 HANDSHAKE_BLOCKS_SIZE_KEY: Final = b"od_delta_blocks_size"
 """Extension handshake key: the size of the pack's blocks (``NAME.odblocks``)."""
+HANDSHAKE_XZ_SIZE_KEY: Final = b"od_delta_xz_size"
+"""Extension handshake key: the size of the xz-compressed index (``NAME.odindex.xz``)."""
+HANDSHAKE_XZ_SHA256_KEY: Final = b"od_delta_xz_sha256"
+"""Extension handshake key: the SHA-256 of that compressed index (a transfer check only)."""
 ENCODING_ZLIB: Final = b"zlib"
+ENCODING_XZ: Final = b"xz"
+"""The ``enc`` of index messages about the compressed index."""
 _ZLIB_LEVEL: Final = 6
 _MAX_ENCODINGS: Final = 16
 INDEX_PIECE_SIZE: Final = 16384
@@ -112,25 +130,33 @@ _MAX_ID: Final = (1 << 31) - 1
 
 @dataclass(frozen=True, slots=True)
 class IndexRequest:
-    """Ask for piece ``piece`` of the delta index."""
+    """Ask for piece ``piece`` of the delta index (with ``enc`` ``"xz"``: of its xz form)."""
 
     piece: int
+    enc: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class IndexData:
-    """Piece ``piece`` of a delta index of ``total_size`` bytes."""
+    """Piece ``piece`` of a delta index of ``total_size`` bytes.
+
+    With ``enc`` ``"xz"`` it is a piece of the xz-compressed index, and
+    ``total_size`` is that form's size.
+    """
 
     piece: int
     total_size: int
     data: bytes
+    enc: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class IndexReject:
-    """The peer will not send index piece ``piece`` (it has no index, or not that piece)."""
+    """The peer will not send index piece ``piece`` (it has no index, or not that piece),
+    of the form ``enc`` names."""
 
     piece: int
+    enc: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,14 +230,15 @@ Answer = ContentData | ContentReject | PackData | PackReject
 def encode_delta_message(message: DeltaMessage) -> bytes:
     """The payload of an :class:`~opendistro.wire.messages.Extended` od_delta message."""
     match message:
-        case IndexRequest(piece):
-            return encode({b"msg_type": _INDEX_REQUEST, b"piece": piece})
-        case IndexReject(piece):
-            return encode({b"msg_type": _INDEX_REJECT, b"piece": piece})
-        case IndexData(piece, total_size, data):
+        case IndexRequest(piece, enc):
+            return encode(_index_fields(_INDEX_REQUEST, piece, enc))
+        case IndexReject(piece, enc):
+            return encode(_index_fields(_INDEX_REJECT, piece, enc))
+        case IndexData(piece, total_size, data, enc):
             if len(data) > INDEX_PIECE_SIZE:
                 raise LocalProtocolError("an index piece is at most 16 KiB")
-            header = {b"msg_type": _INDEX_DATA, b"piece": piece, b"total_size": total_size}
+            header = _index_fields(_INDEX_DATA, piece, enc)
+            header[b"total_size"] = total_size
             return encode(header) + data
         case ContentRequest(request_id, file, segment, offset, length):
             if not 0 < length <= CONTENT_BLOCK_SIZE:
@@ -251,6 +278,25 @@ def encode_delta_message(message: DeltaMessage) -> bytes:
     raise LocalProtocolError(f"not an od_delta message: {message!r}")
 
 
+def _index_fields(msg_type: int, piece: int, enc: str | None) -> dict[bytes, Any]:
+    fields: dict[bytes, Any] = {b"msg_type": msg_type, b"piece": piece}
+    if enc is not None:
+        if enc.encode() != ENCODING_XZ:
+            raise LocalProtocolError(f"unknown od_delta index encoding {enc!r}")
+        fields[b"enc"] = ENCODING_XZ
+    return fields
+
+
+def _index_enc(raw: dict[bytes, Any]) -> str | None:
+    """The form an index message is about: None (plain) or ``"xz"``."""
+    enc = raw.get(b"enc")
+    if enc is None:
+        return None
+    if enc != ENCODING_XZ:
+        raise RemoteProtocolError(f"unknown od_delta index encoding {enc!r}")
+    return "xz"
+
+
 def _int(raw: dict[bytes, Any], key: bytes, low: int, high: int) -> int:
     value = raw.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
@@ -273,7 +319,7 @@ def decode_delta_message(payload: bytes) -> DeltaMessage:
         total_size = _int(raw, b"total_size", 1, MAX_INDEX_SIZE)
         if len(trailing) > INDEX_PIECE_SIZE:
             raise RemoteProtocolError("od_delta index piece larger than 16 KiB")
-        return IndexData(piece, total_size, trailing)
+        return IndexData(piece, total_size, trailing, _index_enc(raw))
     if msg_type == _CONTENT_DATA:
         if len(trailing) > CONTENT_BLOCK_SIZE:
             raise RemoteProtocolError(f"od_delta content data over {CONTENT_BLOCK_SIZE} bytes")
@@ -290,9 +336,13 @@ def decode_delta_message(payload: bytes) -> DeltaMessage:
     if trailing:
         raise RemoteProtocolError("trailing bytes after an od_delta request or reject")
     if msg_type == _INDEX_REQUEST:
-        return IndexRequest(_int(raw, b"piece", 0, MAX_INDEX_SIZE // INDEX_PIECE_SIZE))
+        return IndexRequest(
+            _int(raw, b"piece", 0, MAX_INDEX_SIZE // INDEX_PIECE_SIZE), _index_enc(raw)
+        )
     if msg_type == _INDEX_REJECT:
-        return IndexReject(_int(raw, b"piece", 0, MAX_INDEX_SIZE // INDEX_PIECE_SIZE))
+        return IndexReject(
+            _int(raw, b"piece", 0, MAX_INDEX_SIZE // INDEX_PIECE_SIZE), _index_enc(raw)
+        )
     if msg_type == _CONTENT_REQUEST:
         return ContentRequest(
             _int(raw, b"id", 0, _MAX_ID),
@@ -368,6 +418,44 @@ def pack_announcement(extra: dict[bytes, Any]) -> PackAnnouncement | None:
     return PackAnnouncement(size, digest, blocks)
 
 
+@dataclass(frozen=True, slots=True)
+class CompressedIndex:
+    """What a peer's handshake says about the xz-compressed index it serves.
+
+    ``sha256`` only guards the transfer: what the compressed index
+    decompresses to is checked as the plain index is.
+    """
+
+    size: int
+    sha256: bytes
+
+    def extra(self) -> dict[bytes, Any]:
+        """The handshake keys announcing this compressed index."""
+        return {HANDSHAKE_XZ_SIZE_KEY: self.size, HANDSHAKE_XZ_SHA256_KEY: self.sha256}
+
+
+def _size_and_sha256(extra: dict[bytes, Any], size_key: bytes, sha256_key: bytes) -> bool:
+    size = extra.get(size_key)
+    digest = extra.get(sha256_key)
+    return (
+        type(size) is int
+        and 0 < size <= MAX_INDEX_SIZE
+        and isinstance(digest, bytes)
+        and len(digest) == 32
+    )
+
+
+def compressed_index_announcement(extra: dict[bytes, Any]) -> CompressedIndex | None:
+    """The compressed index an extension handshake announces; None when it announces none,
+    either key is bad, or the plain index is not announced beside it (ignored, not fatal)."""
+    if not (
+        _size_and_sha256(extra, HANDSHAKE_XZ_SIZE_KEY, HANDSHAKE_XZ_SHA256_KEY)
+        and _size_and_sha256(extra, HANDSHAKE_SIZE_KEY, HANDSHAKE_SHA256_KEY)
+    ):
+        return None
+    return CompressedIndex(extra[HANDSHAKE_XZ_SIZE_KEY], extra[HANDSHAKE_XZ_SHA256_KEY])
+
+
 def compress_content(request_id: int, data: bytes) -> ContentData:
     """The answer carrying ``data``: zlib-compressed (level 6) if that is smaller."""
     compressed = zlib.compress(data, _ZLIB_LEVEL)
@@ -376,12 +464,17 @@ def compress_content(request_id: int, data: bytes) -> ContentData:
     return ContentData(request_id, data)
 
 
-def index_response(index_bytes: bytes, request: IndexRequest) -> IndexData | IndexReject:
-    """Answer a peer's index request from the index we serve (empty: we have none)."""
+def index_response(
+    index_bytes: bytes, request: IndexRequest, compressed: bytes = b""
+) -> IndexData | IndexReject:
+    """Answer a peer's index request from the index we serve (empty: we have none), or
+    from its ``compressed`` form when the request asks for that (empty: we have none)."""
+    served = index_bytes if request.enc is None else compressed
     start = request.piece * INDEX_PIECE_SIZE
-    if not index_bytes or start >= len(index_bytes):
-        return IndexReject(request.piece)
-    return IndexData(request.piece, len(index_bytes), index_bytes[start : start + INDEX_PIECE_SIZE])
+    if not served or start >= len(served):
+        return IndexReject(request.piece, request.enc)
+    piece = served[start : start + INDEX_PIECE_SIZE]
+    return IndexData(request.piece, len(served), piece, request.enc)
 
 
 class IndexAssembler:
@@ -391,13 +484,19 @@ class IndexAssembler:
     complete index that does not match is thrown away and fetched again
     (:class:`~opendistro.errors.IntegrityError`). Without it the index is
     only a hint: every byte it leads to is still checked by piece hashes.
+
+    With ``enc`` ``"xz"`` it collects the compressed index instead (asking
+    for that form, refusing pieces of the other); the caller decompresses it.
     """
 
-    def __init__(self, *, total_size: int, expected_sha256: bytes | None = None) -> None:
+    def __init__(
+        self, *, total_size: int, expected_sha256: bytes | None = None, enc: str | None = None
+    ) -> None:
         if not 0 < total_size <= MAX_INDEX_SIZE:
             raise RemoteProtocolError(f"od_delta index size {total_size} out of range")
         self.total_size = total_size
         self.expected_sha256 = expected_sha256
+        self.enc = enc
         self.num_pieces = -(-total_size // INDEX_PIECE_SIZE)
         self._pieces: dict[int, bytes] = {}
         self._asked: set[int] = set()
@@ -407,7 +506,7 @@ class IndexAssembler:
         for piece in range(self.num_pieces):
             if piece not in self._pieces and piece not in self._asked:
                 self._asked.add(piece)
-                return IndexRequest(piece)
+                return IndexRequest(piece, self.enc)
         return None
 
     def rejected(self, piece: int) -> None:
@@ -416,6 +515,8 @@ class IndexAssembler:
 
     def receive(self, message: IndexData) -> bytes | None:
         """Store a piece; return the whole index once every piece is in (and matches)."""
+        if message.enc != self.enc:
+            raise RemoteProtocolError("od_delta index piece of a form other than asked for")
         if message.total_size != self.total_size:
             raise RemoteProtocolError(
                 f"od_delta total_size {message.total_size} != {self.total_size}"
