@@ -217,3 +217,29 @@ def test_a_run_is_a_pure_function_of_its_inputs() -> None:
     assert len(first) > 1000
     assert first == _random_workload(11)
     assert first != _random_workload(12)
+
+
+def test_events_without_a_timer_share_the_order_of_timed_ones() -> None:
+    # The network posts its control messages without a Timer (nobody cancels
+    # them); they must interleave with timers by (when, scheduling order) and
+    # survive both compaction and next_event_time's skipping of cancelled timers.
+    loop = EventLoop()
+    seen: list[str] = []
+    doomed = [loop.call_at(0.5, seen.append, "cancelled") for _ in range(5000)]
+    loop._post(2.0, seen.append, ("posted at 2, first",))
+    loop.call_at(2.0, seen.append, "timer at 2, second")
+    loop._post(1.0, seen.append, ("posted at 1",))
+    loop.call_at(3.0, seen.append, "timer at 3")
+    for timer in doomed:
+        timer.cancel()
+    assert len(loop._heap) < 1000 and loop.pending == 4  # compacted; the posted entries stayed
+    assert loop.next_event_time() == 1.0
+    loop.run(until=2.5)
+    assert seen == ["posted at 1", "posted at 2, first", "timer at 2, second"]
+    assert loop.events_processed == 3 and loop.now == 2.5
+    doomed[0] = loop.call_at(2.6, seen.append, "cancelled")
+    doomed[0].cancel()
+    loop._post(2.7, seen.append, ("posted at 2.7",))
+    assert loop.next_event_time() == 2.7
+    loop.run()
+    assert seen[3:] == ["posted at 2.7", "timer at 3"]

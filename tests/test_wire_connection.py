@@ -426,6 +426,78 @@ def test_cancel_for_an_answered_request_sends_nothing() -> None:
     assert pair.a.send(m.Cancel(0, 0, BLOCK)) == b""
 
 
+def _object_pair() -> tuple[PeerConnection, PeerConnection]:
+    """Two connections that exchange message objects, as the simulator's do."""
+    a = PeerConnection(info_hash=INFO_HASH, our_peer_id=ID_A, num_pieces=PIECES, initiator=True)
+    b = PeerConnection(info_hash=INFO_HASH, our_peer_id=ID_B, num_pieces=PIECES, initiator=False)
+    for sender, receiver in ((a, b), (b, a)):
+        handshake = sender.our_handshake()
+        assert sender.send_message(handshake)
+        assert receiver.receive_messages([handshake]) == [handshake]
+    return a, b
+
+
+def test_send_message_checks_and_records_like_send_without_encoding() -> None:
+    a, b = _object_pair()
+    assert a.fast_enabled and a.extensions_enabled and b.fast_enabled
+    conversation: list[tuple[PeerConnection, PeerConnection, m.Message | ExtensionHandshake]] = [
+        (a, b, ExtensionHandshake(m={"ut_metadata": 3})),
+        (b, a, m.HaveAll()),
+        (a, b, m.Interested()),
+        (b, a, m.Unchoke()),
+        (a, b, m.Request(0, 0, BLOCK)),
+        (a, b, m.Request(1, 0, BLOCK)),
+        (a, b, m.Cancel(1, 0, BLOCK)),
+        (b, a, m.Choke()),
+    ]
+    for sender, receiver, message in conversation:
+        assert sender.send_message(message)
+        if not isinstance(message, ExtensionHandshake):
+            receiver.receive_messages([message])
+    assert a.local_extensions == ExtensionHandshake(m={"ut_metadata": 3})
+    assert a.am_interested and b.peer_interested and a.peer_choking
+    assert a.requests_to_peer == {(0, 0, BLOCK)}
+    # With BEP 6, b owes a reject for the cancelled request and, after its
+    # choke, for the one still outstanding.
+    assert b.requests_from_peer == set()
+    rejects = b.pending_rejects()
+    assert rejects == [m.RejectRequest(1, 0, BLOCK), m.RejectRequest(0, 0, BLOCK)]
+    assert b.pending_rejects() == []
+    for reject in rejects:
+        assert b.send_message(reject)
+    assert a.receive_messages(rejects) == [m.RejectRequest(0, 0, BLOCK)]
+    assert a.requests_to_peer == set() and a.unexpected_rejects == 0
+    # A Cancel that crossed its answer has nothing to send, as send() says with b"".
+    assert a.send_message(m.Cancel(0, 0, BLOCK)) is False
+    # The same rules as send(): neither a second handshake nor a request while choked.
+    with pytest.raises(LocalProtocolError, match="handshake already sent"):
+        a.send_message(a.our_handshake())
+    with pytest.raises(LocalProtocolError, match="chokes us"):
+        a.send_message(m.Request(2, 0, BLOCK))
+    with pytest.raises(LocalProtocolError, match="not a peer wire message"):
+        a.send_message(RequestsDropped(frozenset()))  # type: ignore[arg-type]
+    # Nothing went through a decoder, so none was needed.
+    assert a.unknown_messages == 0 and b.unknown_messages == 0
+
+
+def test_send_message_waits_for_both_handshakes() -> None:
+    a = PeerConnection(info_hash=INFO_HASH, our_peer_id=ID_A, num_pieces=PIECES, initiator=True)
+    assert a.send_message(a.our_handshake())
+    assert not a.fast_enabled and not a.extensions_enabled
+    with pytest.raises(LocalProtocolError, match="both handshakes"):
+        a.send_message(m.Interested())
+    with pytest.raises(LocalProtocolError, match="both handshakes"):
+        a.send_message(m.Cancel(0, 0, BLOCK))
+
+
+def test_a_connection_has_no_per_instance_dict() -> None:
+    # A 10,000-peer simulation holds most of a million connections: slots keep each small.
+    a, _ = _object_pair()
+    assert not hasattr(a, "__dict__")
+    with pytest.raises(AttributeError):
+        a.no_such_attribute = 1  # type: ignore[attr-defined]
+
+
 def test_cancel_removes_peer_request() -> None:
     pair = unchoked_pair(fast=False)
     pair.send("a", m.Request(0, 0, BLOCK), m.Request(0, BLOCK, BLOCK))
@@ -511,6 +583,20 @@ def test_allowed_fast_lets_requests_through_a_choke() -> None:
     assert pair.b.requests_from_peer == {(2, 0, BLOCK)}
     with pytest.raises(LocalProtocolError):
         pair.a.send(m.Request(3, 0, BLOCK))
+
+
+def test_several_allowed_fast_pieces_each_way() -> None:
+    pair = ConnectionPair.make()
+    pair.send("b", m.HaveAll())
+    pair.send("a", m.AllowedFast(1), m.AllowedFast(4))
+    pair.send("b", m.AllowedFast(2), m.AllowedFast(3))
+    assert pair.a.allowed_fast_from_peer == {2, 3}
+    assert pair.b.allowed_fast_from_peer == {1, 4}
+    # What we allowed survives our choke: requests for it are not rejected.
+    pair.send("a", m.Request(2, 0, BLOCK), m.Request(3, 0, BLOCK))
+    pair.b.send(m.Choke())
+    assert pair.b.requests_from_peer == {(2, 0, BLOCK), (3, 0, BLOCK)}
+    assert pair.b.pending_rejects() == []
 
 
 def test_peer_choke_without_fast_drops_our_requests() -> None:

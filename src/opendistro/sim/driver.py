@@ -4,8 +4,9 @@ Each virtual peer is a :class:`~opendistro.swarm.session.SwarmSession` and, per
 neighbour, a :class:`~opendistro.wire.connection.PeerConnection` — the very
 objects the trio client runs over TCP. Only what surrounds them differs:
 
-* messages travel as objects through :meth:`PeerConnection.receive_messages`
-  after a network latency, instead of as bytes through the codec;
+* messages travel as objects, checked and recorded by
+  :meth:`PeerConnection.send_message` and, after a network latency, applied by
+  :meth:`PeerConnection.receive_messages`, instead of as bytes through the codec;
 * a block upload is a flow on the fluid network, sized like the block, and
   arrives as a :class:`~opendistro.wire.messages.Piece` whose data is a view of
   one shared zero buffer (the session never looks at data);
@@ -102,6 +103,8 @@ class SimulatedSwarm:
         self._online: list[VirtualPeer] = []
         self._info_hash = hashlib.sha1(b"opendistro simulated release").digest()
         self._zeros = memoryview(bytes(config.block_size))
+        # One handshake per peer (by number), shared by all its connections: they are immutable.
+        self._handshakes: list[Handshake] = []
 
     # -- membership -----------------------------------------------------------
 
@@ -144,6 +147,7 @@ class SimulatedSwarm:
             completed_at=self.loop.now if seed else None,
         )
         self.peers.append(peer)
+        self._handshakes.append(Handshake(self._info_hash, peer.peer_id))
         self._by_host[peer.host.id] = peer
         candidates = [p for p in self._online if len(p.connections) < 2 * self.max_connections]
         self._online.append(peer)
@@ -187,10 +191,12 @@ class SimulatedSwarm:
             return
         a_side = self._new_connection(a, initiator=True)
         b_side = self._new_connection(b, initiator=False)
-        b_side.receive_messages([Handshake(self._info_hash, a.peer_id)])
-        a_side.send(Handshake(self._info_hash, a.peer_id))
-        a_side.receive_messages([Handshake(self._info_hash, b.peer_id)])
-        b_side.send(Handshake(self._info_hash, b.peer_id))
+        a_handshake = self._handshakes[a.number]
+        b_handshake = self._handshakes[b.number]
+        b_side.receive_messages([a_handshake])
+        a_side.send_message(a_handshake)
+        a_side.receive_messages([b_handshake])
+        b_side.send_message(b_handshake)
         a.connections[b.number] = a_side
         b.connections[a.number] = b_side
         now = self.loop.now
@@ -228,7 +234,7 @@ class SimulatedSwarm:
                 if isinstance(message, Have):
                     connection = connections.get(action.peer)
                     if connection is not None:
-                        connection.send(message)
+                        connection.send_message(message)
                         if haves is None:
                             haves = {}
                         recipients = haves.get(message.index)
@@ -244,7 +250,7 @@ class SimulatedSwarm:
                 if action.peer not in peer.sending:
                     self._start_upload(peer, action.peer)
             elif isinstance(action, VerifyPiece):
-                self.loop.call_later(0.0, self._verified, peer, action.index)
+                self.loop._post(self.loop.now, self._verified, (peer, action.index))
             elif isinstance(action, DropPeer):
                 self._disconnect(peer, self.peers[action.peer])
             elif isinstance(action, SwarmComplete):
@@ -274,9 +280,9 @@ class SimulatedSwarm:
         connection = peer.connections.get(to)
         if connection is None:
             return
-        connection.send(message)
+        connection.send_message(message)
         for reject in connection.pending_rejects():
-            connection.send(reject)
+            connection.send_message(reject)
             self._deliver_later(peer, to, reject)
         if not isinstance(message, ExtensionHandshake):
             self._deliver_later(peer, to, message)
@@ -341,5 +347,6 @@ class SimulatedSwarm:
     def _tick(self, peer: VirtualPeer) -> None:
         if not peer.online:
             return
-        self._execute(peer, peer.session.tick(self.loop.now))
-        self.loop.call_later(self.tick_interval, self._tick, peer)
+        loop = self.loop
+        self._execute(peer, peer.session.tick(loop.now))
+        loop._post(loop.now + self.tick_interval, self._tick, (peer,))

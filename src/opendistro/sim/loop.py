@@ -15,8 +15,12 @@ make it grow without bound.
 Per-event cost is the point of this module: the scale goal is tens of millions
 of events, so the hot path is a handful of attribute reads and one ``heappop``,
 and scheduling allocates only a slotted :class:`Timer` and its heap tuple
-(measured faster than list-based heap entries). ``events_processed`` is
-brought up to date when :meth:`EventLoop.run` returns.
+(measured faster than list-based heap entries). A heap entry is
+``(when, sequence, callback, args)``; a cancellable event stores its Timer in
+place of the callback and None in place of the arguments. Events nobody will
+cancel (the network's control messages, most of all events) skip the Timer
+altogether. ``events_processed`` is brought up to date when
+:meth:`EventLoop.run` returns.
 """
 
 from __future__ import annotations
@@ -87,7 +91,8 @@ class EventLoop:
     def __init__(self, start: float = 0.0) -> None:
         self.now: float = start
         self.events_processed: int = 0
-        self._heap: list[tuple[float, int, Timer]] = []
+        # (when, seq, callback, args), or (when, seq, timer, None) for a Timer.
+        self._heap: list[tuple[float, int, Any, tuple[Any, ...] | None]] = []
         self._seq = 0
         self._cancelled = 0
         self._stopping = False
@@ -103,7 +108,7 @@ class EventLoop:
         timer = Timer(self, when, callback, args)
         seq = self._seq
         self._seq = seq + 1
-        heapq.heappush(self._heap, (when, seq, timer))
+        heapq.heappush(self._heap, (when, seq, timer, None))
         return timer
 
     def _schedule(
@@ -114,8 +119,17 @@ class EventLoop:
         timer = Timer(self, when, callback, args)
         seq = self._seq
         self._seq = seq + 1
-        heapq.heappush(self._heap, (when, seq, timer))
+        heapq.heappush(self._heap, (when, seq, timer, None))
         return timer
+
+    def _post(self, when: float, callback: Callable[..., object], args: tuple[Any, ...]) -> None:
+        """:meth:`_schedule` for an event that will never be cancelled: no Timer.
+
+        It takes its place in the ``(when, sequence)`` order all the same.
+        """
+        seq = self._seq
+        self._seq = seq + 1
+        heapq.heappush(self._heap, (when, seq, callback, args))
 
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Timer:
         """Run ``callback(*args)`` ``delay`` virtual seconds from now."""
@@ -149,17 +163,21 @@ class EventLoop:
         self._stopping = False
         try:
             while heap and processed != budget:
-                when, _seq, timer = heap[0]
+                when, _seq, callback, args = heap[0]
                 if when > limit:
                     break
                 heappop(heap)
-                timer._queued = False
-                if timer.cancelled:
-                    self._cancelled -= 1
-                    continue
+                if args is None:
+                    timer = callback
+                    timer._queued = False
+                    if timer.cancelled:
+                        self._cancelled -= 1
+                        continue
+                    callback = timer.callback
+                    args = timer.args
                 self.now = when
                 processed += 1
-                timer.callback(*timer.args)
+                callback(*args)
                 if self._stopping:
                     break
         finally:
@@ -181,7 +199,7 @@ class EventLoop:
     def next_event_time(self) -> float | None:
         """When the next live event is due, or None if nothing is scheduled."""
         heap = self._heap
-        while heap and heap[0][2].cancelled:
+        while heap and heap[0][3] is None and heap[0][2].cancelled:
             heapq.heappop(heap)[2]._queued = False
             self._cancelled -= 1
         return heap[0][0] if heap else None
@@ -200,6 +218,6 @@ class EventLoop:
         callback (which may cancel timers) is running.
         """
         heap = self._heap
-        heap[:] = [entry for entry in heap if not entry[2].cancelled]
+        heap[:] = [entry for entry in heap if entry[3] is not None or not entry[2].cancelled]
         heapq.heapify(heap)
         self._cancelled = 0

@@ -339,7 +339,7 @@ class Network:
             raise LocalProtocolError(f"host {src.id} is offline and cannot send")
         self.messages_sent += 1
         loop = self.loop
-        loop._schedule(
+        loop._post(
             loop.now + src.latency + dst.latency, self._message_arrives, (dst, on_delivered, args)
         )
 
@@ -368,7 +368,7 @@ class Network:
         sent = 0
         for latency, members in groups.items():
             sent += len(members)
-            loop._schedule(departure + latency, self._multicast_arrives, (members, on_delivered))
+            loop._post(departure + latency, self._multicast_arrives, (members, on_delivered))
         self.messages_sent += sent
         return sent
 

@@ -99,12 +99,54 @@ class RequestsDropped:
 Event = Message | ExtensionHandshake | RequestsDropped
 """What :meth:`PeerConnection.receive_data` returns."""
 
+_NO_PIECES: Final[frozenset[int]] = frozenset()
+
 # Messages that may come before the bitfield without ending the "first message" window.
 _BEFORE_AVAILABILITY: Final = (KeepAlive, Port, Extended)
 
 
 class PeerConnection:
     """The protocol state of one peer connection, with no I/O."""
+
+    # Slots, a decoder made on first use and no per-connection copies of empty
+    # sets: a 10,000-peer simulation holds most of a million connections.
+    __slots__ = (
+        "_allowed_fast_from_peer",
+        "_allowed_fast_to_peer",
+        "_am_choking",
+        "_am_interested",
+        "_broken",
+        "_cancelled",
+        "_decoder",
+        "_early_bitfield",
+        "_early_have_all",
+        "_early_haves",
+        "_extensions",
+        "_fast",
+        "_local_extensions",
+        "_local_may_announce",
+        "_max_message_size",
+        "_num_pieces",
+        "_open",
+        "_peer_choking",
+        "_peer_has",
+        "_peer_interested",
+        "_pending_rejects",
+        "_received_handshake",
+        "_remote_extensions",
+        "_remote_may_announce",
+        "_requests_from_peer",
+        "_requests_to_peer",
+        "_reserved",
+        "_sent_handshake",
+        "info_hash",
+        "initiator",
+        "max_peer_requests",
+        "max_request_length",
+        "our_peer_id",
+        "unexpected_rejects",
+        "unrequested_bytes",
+    )
 
     def __init__(
         self,
@@ -129,11 +171,18 @@ class PeerConnection:
         self.max_peer_requests = max_peer_requests
         self.max_request_length = max_request_length
         self._reserved = make_reserved(fast=fast, extensions=extensions, dht=dht, v2=v2)
-        self._decoder = MessageDecoder(max_message_size=max_message_size, expect_handshake=True)
+        self._max_message_size = max_message_size
+        # Made by the first receive_data: a driver that passes message objects
+        # (receive_messages, as the simulator does) never needs one.
+        self._decoder: MessageDecoder | None = None
         self._num_pieces = num_pieces
 
         self._sent_handshake: Handshake | None = None
         self._received_handshake: Handshake | None = None
+        # Fixed once both handshakes are in (see _note_handshake), and read per message.
+        self._open = False
+        self._fast = False
+        self._extensions = False
 
         self._am_choking = True
         self._am_interested = False
@@ -144,7 +193,7 @@ class PeerConnection:
         # Availability announced before num_pieces was known (magnet links).
         self._early_bitfield: bytes | None = None
         self._early_have_all: bool | None = None
-        self._early_haves: set[int] = set()
+        self._early_haves: set[int] | frozenset[int] = _NO_PIECES
         self._remote_may_announce = True
         self._local_may_announce = True
 
@@ -154,8 +203,10 @@ class PeerConnection:
         self.unexpected_rejects = 0
         """Rejects for blocks not outstanding (ignored, as libtorrent does)."""
         self._pending_rejects: list[RejectRequest] = []
-        self._allowed_fast_from_peer: set[int] = set()
-        self._allowed_fast_to_peer: set[int] = set()
+        # The shared empty frozenset until the first AllowedFast, which most
+        # connections never see.
+        self._allowed_fast_from_peer: set[int] | frozenset[int] = _NO_PIECES
+        self._allowed_fast_to_peer: set[int] | frozenset[int] = _NO_PIECES
 
         self._local_extensions: ExtensionHandshake | None = None
         self._remote_extensions: ExtensionHandshake | None = None
@@ -163,7 +214,6 @@ class PeerConnection:
         #: Bytes of Piece messages that answered no outstanding request.
         self.unrequested_bytes = 0
         self._broken = False
-
 
     # ------------------------------------------------------------ read-only state
 
@@ -206,14 +256,12 @@ class PeerConnection:
     @property
     def fast_enabled(self) -> bool:
         """BEP 6 is in force: both handshakes set the fast bit."""
-        ours, theirs = self._sent_handshake, self._received_handshake
-        return bool(ours and theirs and ours.supports_fast and theirs.supports_fast)
+        return self._fast
 
     @property
     def extensions_enabled(self) -> bool:
         """BEP 10 is in force: both handshakes set the extension-protocol bit."""
-        ours, theirs = self._sent_handshake, self._received_handshake
-        return bool(ours and theirs and ours.supports_extensions and theirs.supports_extensions)
+        return self._extensions
 
     @property
     def num_pieces(self) -> int | None:
@@ -258,7 +306,7 @@ class PeerConnection:
     @property
     def unknown_messages(self) -> int:
         """Messages with unknown ids that were skipped."""
-        return self._decoder.unknown_messages
+        return 0 if self._decoder is None else self._decoder.unknown_messages
 
     def peer_wants(self, index: int, begin: int, length: int) -> bool:
         """True while the peer still waits for this block (check before reading it from disk)."""
@@ -284,7 +332,11 @@ class PeerConnection:
 
     def pending_rejects(self) -> list[RejectRequest]:
         """Rejects BEP 6 obliges us to send; the driver passes each to :meth:`send`."""
-        rejects, self._pending_rejects = self._pending_rejects, []
+        rejects = self._pending_rejects
+        if rejects:
+            self._pending_rejects = []
+        else:
+            rejects = []  # a fresh list all the same: the caller owns what it gets
         return rejects
 
     # ------------------------------------------------------------ shared checks
@@ -297,11 +349,11 @@ class PeerConnection:
             raise RemoteProtocolError(f"piece index {index} out of range")
 
     def _remote_needs_fast(self, message: object) -> None:
-        if not self.fast_enabled:
+        if not self._fast:
             raise RemoteProtocolError(f"{type(message).__name__} without the fast extension")
 
     def _local_needs_fast(self, message: object) -> None:
-        if not self.fast_enabled:
+        if not self._fast:
             raise LocalProtocolError(f"{type(message).__name__} without the fast extension")
 
     def _local_index(self, index: int) -> None:
@@ -328,7 +380,7 @@ class PeerConnection:
             has.set(index)
         self._peer_has = has
         self._early_bitfield = None
-        self._early_haves.clear()
+        self._early_haves = _NO_PIECES
         self._allowed_fast_from_peer = {
             index for index in self._allowed_fast_from_peer if index < num_pieces
         }
@@ -343,8 +395,13 @@ class PeerConnection:
         """
         if self._broken:
             raise RemoteProtocolError("the peer already broke the protocol on this connection")
+        decoder = self._decoder
+        if decoder is None:
+            decoder = self._decoder = MessageDecoder(
+                max_message_size=self._max_message_size, expect_handshake=True
+            )
         try:
-            messages = self._decoder.feed(data)
+            messages = decoder.feed(data)
         except RemoteProtocolError:
             self._broken = True
             raise
@@ -377,7 +434,16 @@ class PeerConnection:
         if message.info_hash != self.info_hash:
             raise RemoteProtocolError("the peer's handshake names another torrent")
         self._received_handshake = message
+        self._note_handshake()
         events.append(message)
+
+    def _note_handshake(self) -> None:
+        """Once both handshakes are in, fix what they agreed on."""
+        ours, theirs = self._sent_handshake, self._received_handshake
+        if ours is not None and theirs is not None:
+            self._open = True
+            self._fast = ours.supports_fast and theirs.supports_fast
+            self._extensions = ours.supports_extensions and theirs.supports_extensions
 
     def _end_remote_announce_window(self, message: object) -> None:
         if not isinstance(message, _BEFORE_AVAILABILITY):
@@ -394,7 +460,7 @@ class PeerConnection:
         self._remote_may_announce = False
         self._peer_choking = True
         events.append(message)
-        if not self.fast_enabled and self._requests_to_peer:
+        if not self._fast and self._requests_to_peer:
             dropped = frozenset(self._requests_to_peer)
             self._requests_to_peer.clear()
             for key in dropped:  # blocks already on the wire may still arrive
@@ -417,14 +483,21 @@ class PeerConnection:
         events.append(message)
 
     def _receive_have(self, message: Have, events: list[Event]) -> None:
+        # The most frequent message of all: the range check is written out.
         self._remote_may_announce = False
-        self._remote_index(message.index)
-        if self._peer_has is not None:
-            self._peer_has.set(message.index)
+        index = message.index
+        has = self._peer_has
+        if has is not None:
+            if not 0 <= index < has.length:
+                raise RemoteProtocolError(f"piece index {index} out of range")
+            has.set(index)
         else:
-            if len(self._early_haves) >= _MAX_EARLY_HAVES:
+            early = self._early_haves
+            if isinstance(early, frozenset):  # the shared empty one: this is the first
+                early = self._early_haves = set()
+            if len(early) >= _MAX_EARLY_HAVES:
                 raise RemoteProtocolError("too many have messages before the metadata")
-            self._early_haves.add(message.index)
+            early.add(message.index)
         events.append(message)
 
     def _start_announce(self) -> bool:
@@ -478,7 +551,7 @@ class PeerConnection:
             raise RemoteProtocolError(f"request for {message.length} bytes")
         key = (message.index, message.begin, message.length)
         if self._am_choking and message.index not in self._allowed_fast_to_peer:
-            if self.fast_enabled:
+            if self._fast:
                 self._pending_rejects.append(RejectRequest(*key))
             return
         if key in self._requests_from_peer:
@@ -508,7 +581,7 @@ class PeerConnection:
         if key not in self._requests_from_peer:
             return
         self._requests_from_peer.discard(key)
-        if self.fast_enabled:
+        if self._fast:
             self._pending_rejects.append(RejectRequest(*key))
         events.append(message)
 
@@ -535,13 +608,16 @@ class PeerConnection:
     def _receive_allowed_fast(self, message: AllowedFast, events: list[Event]) -> None:
         self._remote_needs_fast(message)
         self._remote_index(message.index)
-        if len(self._allowed_fast_from_peer) >= _MAX_ALLOWED_FAST:
+        allowed = self._allowed_fast_from_peer
+        if isinstance(allowed, frozenset):  # the shared empty one: this is the first
+            allowed = self._allowed_fast_from_peer = set()
+        if len(allowed) >= _MAX_ALLOWED_FAST:
             raise RemoteProtocolError("too many allowed-fast pieces")
-        self._allowed_fast_from_peer.add(message.index)
+        allowed.add(message.index)
         events.append(message)
 
     def _receive_extended(self, message: Extended, events: list[Event]) -> None:
-        if not self.extensions_enabled:
+        if not self._extensions:
             raise RemoteProtocolError("extension message without the extension protocol")
         if message.extension_id != 0:
             events.append(message)
@@ -569,25 +645,41 @@ class PeerConnection:
         for a request that is no longer outstanding returns ``b""`` (it raced
         with the answer).
         """
+        if not self.send_message(message):
+            return b""
+        if isinstance(message, ExtensionHandshake):
+            return encode(Extended(0, message.encode()))
+        return encode(message)
+
+    def send_message(self, message: Message | ExtensionHandshake) -> bool:
+        """:meth:`send` without the bytes: the same checks and state changes.
+
+        For a driver that carries message objects rather than bytes (the
+        simulator), so that it pays for no encoding nobody reads. False for a
+        Cancel that raced with its answer (:meth:`send` returns ``b""``).
+        Only what the codec checks is skipped: a field too wide for its wire
+        format (which the state checks leave open only for a Request's
+        ``begin``, Port, the v2 hash messages and extension payloads).
+        """
+        sender = _SENDERS.get(type(message))
+        if sender is not None and self._open:
+            sender(self, message)
+            return True
         if isinstance(message, ExtensionHandshake):
             self._record_local_extensions(message)
-            return encode(Extended(0, message.encode()))
+            return True
         if isinstance(message, Handshake):
             if self._sent_handshake is not None:
                 raise LocalProtocolError("handshake already sent")
             if message.info_hash != self.info_hash:
                 raise LocalProtocolError("handshake for another torrent")
             self._sent_handshake = message
-            return encode(message)
-        if self._sent_handshake is None or self._received_handshake is None:
-            raise LocalProtocolError("messages must wait for both handshakes")
+            self._note_handshake()
+            return True
+        self._check_open()
         if isinstance(message, Cancel):
             return self._send_cancel(message)
-        sender = _SENDERS.get(type(message))
-        if sender is None:
-            raise LocalProtocolError(f"{type(message).__name__} is not a peer wire message")
-        sender(self, message)
-        return encode(message)
+        raise LocalProtocolError(f"{type(message).__name__} is not a peer wire message")
 
     def send_piece_header(self, index: int, begin: int, length: int) -> bytes:
         """Like ``send(Piece(...))`` but return only the 13-byte header.
@@ -600,7 +692,7 @@ class PeerConnection:
         return encode_piece_header(index, begin, length)
 
     def _check_open(self) -> None:
-        if self._sent_handshake is None or self._received_handshake is None:
+        if not self._open:
             raise LocalProtocolError("messages must wait for both handshakes")
 
     def _send_passthrough(self, message: Message) -> None:
@@ -610,7 +702,7 @@ class PeerConnection:
     def _send_choke(self, message: Choke) -> None:
         self._local_may_announce = False
         self._am_choking = True
-        if not self.fast_enabled:
+        if not self._fast:
             self._requests_from_peer.clear()
             return
         for key in [k for k in self._requests_from_peer if k[0] not in self._allowed_fast_to_peer]:
@@ -662,7 +754,7 @@ class PeerConnection:
         if self._peer_has is not None and not self._peer_has.has(message.index):
             raise LocalProtocolError(f"the peer does not have piece {message.index}")
         if self._peer_choking and not (
-            self.fast_enabled and message.index in self._allowed_fast_from_peer
+            self._fast and message.index in self._allowed_fast_from_peer
         ):
             raise LocalProtocolError("request while the peer chokes us")
         key = (message.index, message.begin, message.length)
@@ -686,13 +778,13 @@ class PeerConnection:
         if len(self._cancelled) > _MAX_REMEMBERED_CANCELS:
             del self._cancelled[next(iter(self._cancelled))]
 
-    def _send_cancel(self, message: Cancel) -> bytes:
+    def _send_cancel(self, message: Cancel) -> bool:
         key = (message.index, message.begin, message.length)
         if key not in self._requests_to_peer:
-            return b""
+            return False
         self._requests_to_peer.discard(key)
         self._remember_cancel(key)
-        return encode(message)
+        return True
 
     def _send_suggest(self, message: SuggestPiece) -> None:
         self._local_needs_fast(message)
@@ -707,10 +799,13 @@ class PeerConnection:
     def _send_allowed_fast(self, message: AllowedFast) -> None:
         self._local_needs_fast(message)
         self._local_index(message.index)
-        self._allowed_fast_to_peer.add(message.index)
+        allowed = self._allowed_fast_to_peer
+        if isinstance(allowed, frozenset):  # the shared empty one: this is the first
+            allowed = self._allowed_fast_to_peer = set()
+        allowed.add(message.index)
 
     def _send_extended(self, message: Extended) -> None:
-        if not self.extensions_enabled:
+        if not self._extensions:
             raise LocalProtocolError("extension message without the extension protocol")
         if message.extension_id == 0:
             try:
@@ -727,7 +822,7 @@ class PeerConnection:
 
     def _record_local_extensions(self, handshake: ExtensionHandshake) -> None:
         self._check_open()
-        if not self.extensions_enabled:
+        if not self._extensions:
             raise LocalProtocolError("extension handshake without the extension protocol")
         if self._local_extensions is not None:
             handshake = self._local_extensions.updated_by(handshake)
