@@ -205,14 +205,16 @@ async def survey_swarm(
         torrent = await client.add_torrent(source, scratch_dir, peers=peers, observe=True)
     else:
         torrent = await client.add_magnet(source, scratch_dir, peers=peers, observe=True)
-    seen: set[object] = set()
+    # Peers by peer id, not by connection: one that dialled us as we dialled it, or
+    # came back, is one peer.
+    seen: set[bytes | None] = set()
     deadline = trio.current_time() + seconds
     while (left := deadline - trio.current_time()) > 0:
-        seen.update(torrent.peers)
+        seen.update(peer.connection.remote_peer_id for peer in torrent.peers)
         if torrent.error is not None:
             raise DownloadError(torrent.error)
         await trio.sleep(min(0.25, left))
-    seen.update(torrent.peers)
+    seen.update(peer.connection.remote_peer_id for peer in torrent.peers)
     health = torrent.health(count_self=False) if torrent.have is not None else None
     return SwarmSurvey(seconds, len(seen), health)
 
