@@ -323,3 +323,19 @@ def test_rechoke_only_unchokes_interested_leechers_within_the_slot_budget(
         for key in range(16):
             if key not in by_key:
                 assert subject.last_unchoked(key) is None
+
+
+def test_peers_named_only_in_present_are_remembered_but_never_unchoked() -> None:
+    # A session with many connections passes stats for the unchokable ones only.
+    subject = choker(slots=1, optimistic_slots=0)
+    assert subject.rechoke([peer("a", 5)], 0.0, seeding=True) == {"a"}
+    unchoked = subject.rechoke([peer("b", 1)], 10.0, seeding=True, present={"a", "b"})
+    assert unchoked == {"b"}
+    assert subject.last_unchoked("a") == 0.0 and subject.last_unchoked("b") == 10.0
+    # Once "a" is gone from the connections, the choker forgets it.
+    subject.rechoke([peer("b", 1)], 20.0, seeding=True, present={"b"})
+    assert subject.last_unchoked("a") is None
+    # Without ``present``, the peers given are the connections: a round without
+    # "b" forgets it.
+    subject.rechoke([peer("c", 1)], 30.0, seeding=True)
+    assert subject.last_unchoked("b") is None and subject.last_unchoked("c") == 30.0

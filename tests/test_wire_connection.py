@@ -480,6 +480,66 @@ def test_send_message_checks_and_records_like_send_without_encoding() -> None:
     assert a.unknown_messages == 0 and b.unknown_messages == 0
 
 
+def test_receive_message_applies_one_message_like_receive_messages() -> None:
+    a = PeerConnection(info_hash=INFO_HASH, our_peer_id=ID_A, num_pieces=PIECES, initiator=True)
+    b = PeerConnection(info_hash=INFO_HASH, our_peer_id=ID_B, num_pieces=PIECES, initiator=False)
+    for sender, receiver in ((a, b), (b, a)):
+        handshake = sender.our_handshake()
+        assert sender.send_message(handshake)
+        assert receiver.receive_message(handshake) == [handshake]
+    assert a.send_message(m.HaveNone()) and b.receive_message(m.HaveNone()) == [m.HaveNone()]
+    assert a.send_message(m.Have(3))
+    assert b.receive_message(m.Have(3)) == [m.Have(3)]
+    assert b.peer_has is not None and list(b.peer_has) == [3]
+    # A request while b chokes a is not an event: b owes a reject instead.
+    assert not b.rejects_owed
+    assert b.receive_message(m.Request(3, 0, BLOCK)) == []
+    assert b.rejects_owed
+    assert b.pending_rejects() == [m.RejectRequest(3, 0, BLOCK)]
+    assert not b.rejects_owed and b.pending_rejects() == []
+    # A broken rule breaks the connection for good, as with receive_messages.
+    with pytest.raises(RemoteProtocolError, match="out of range"):
+        b.receive_message(m.Have(PIECES))
+    with pytest.raises(RemoteProtocolError, match="already broke"):
+        b.receive_message(m.Have(0))
+    with pytest.raises(RemoteProtocolError, match="already broke"):
+        b.receive_messages([m.Have(0)])
+
+
+def test_request_sets_are_never_shared_between_connections() -> None:
+    # Connections without requests share one empty set until their first request.
+    a, b = _object_pair()
+    c, d = _object_pair()
+    for sender, receiver, message in (
+        (b, a, m.HaveAll()),
+        (a, b, m.HaveNone()),
+        (b, a, m.Unchoke()),
+        (a, b, m.Request(0, 0, BLOCK)),
+    ):
+        assert sender.send_message(message)
+        receiver.receive_message(message)
+    assert a.requests_to_peer == {(0, 0, BLOCK)} and b.requests_from_peer == {(0, 0, BLOCK)}
+    assert c.requests_to_peer == set() and c.requests_from_peer == set()
+    assert d.requests_to_peer == set() and d.requests_from_peer == set()
+    # Nothing leaks from a connection that drops its requests either.
+    b.discard_peer_request(0, 0, BLOCK)
+    d.discard_peer_request(0, 0, BLOCK)
+    assert b.requests_from_peer == set() and d.requests_from_peer == set()
+
+
+def test_choke_without_fast_forgets_the_peer_requests() -> None:
+    pair = unchoked_pair(fast=False)
+    pair.send("a", m.Request(0, 0, BLOCK))
+    pair.send("a", m.Request(1, 0, BLOCK))
+    assert len(pair.b.requests_from_peer) == 2
+    pair.send("b", m.Choke())
+    assert pair.b.requests_from_peer == set() and not pair.b.rejects_owed
+    # Unchoked again, the peer may ask anew, and only those requests count.
+    pair.send("b", m.Unchoke())
+    pair.send("a", m.Request(2, 0, BLOCK))
+    assert pair.b.requests_from_peer == {(2, 0, BLOCK)}
+
+
 def test_send_message_waits_for_both_handshakes() -> None:
     a = PeerConnection(info_hash=INFO_HASH, our_peer_id=ID_A, num_pieces=PIECES, initiator=True)
     assert a.send_message(a.our_handshake())

@@ -6,7 +6,7 @@ objects the trio client runs over TCP. Only what surrounds them differs:
 
 * messages travel as objects, checked and recorded by
   :meth:`PeerConnection.send_message` and, after a network latency, applied by
-  :meth:`PeerConnection.receive_messages`, instead of as bytes through the codec;
+  :meth:`PeerConnection.receive_message`, instead of as bytes through the codec;
 * a block upload is a flow on the fluid network, sized like the block, and
   arrives as a :class:`~opendistro.wire.messages.Piece` whose data is a view of
   one shared zero buffer (the session never looks at data);
@@ -193,9 +193,9 @@ class SimulatedSwarm:
         b_side = self._new_connection(b, initiator=False)
         a_handshake = self._handshakes[a.number]
         b_handshake = self._handshakes[b.number]
-        b_side.receive_messages([a_handshake])
+        b_side.receive_message(a_handshake)
         a_side.send_message(a_handshake)
-        a_side.receive_messages([b_handshake])
+        a_side.receive_message(b_handshake)
         b_side.send_message(b_handshake)
         a.connections[b.number] = a_side
         b.connections[a.number] = b_side
@@ -265,7 +265,7 @@ class SimulatedSwarm:
 
     def _announce(self, peer: VirtualPeer, index: int, recipients: list[int]) -> None:
         """A Have to many neighbours as one multicast: the same timing, far fewer events."""
-        message: list[Message] = [Have(index)]
+        message = Have(index)
         sender = peer.number
         by_host = self._by_host
         receive = self._receive
@@ -281,20 +281,21 @@ class SimulatedSwarm:
         if connection is None:
             return
         connection.send_message(message)
-        for reject in connection.pending_rejects():
-            connection.send_message(reject)
-            self._deliver_later(peer, to, reject)
+        if connection.rejects_owed:  # after a Choke, say; usually none are
+            for reject in connection.pending_rejects():
+                connection.send_message(reject)
+                self._deliver_later(peer, to, reject)
         if not isinstance(message, ExtensionHandshake):
             self._deliver_later(peer, to, message)
 
     def _deliver_later(self, peer: VirtualPeer, to: int, message: Message) -> None:
         receiver = self.peers[to]
         self.network.message(
-            peer.host, receiver.host, self._receive, receiver, peer.number, [message]
+            peer.host, receiver.host, self._receive, receiver, peer.number, message
         )
 
-    def _receive(self, peer: VirtualPeer, sender: int, messages: list[Message]) -> None:
-        """Messages from ``sender`` reach ``peer``: the hot path (every Have comes here)."""
+    def _receive(self, peer: VirtualPeer, sender: int, message: Message) -> None:
+        """A message from ``sender`` reaches ``peer``: the hot path (every Have comes here)."""
         connection = peer.connections.get(sender)
         if connection is None or peer.left_at is not None:
             return
@@ -302,7 +303,7 @@ class SimulatedSwarm:
         session = peer.session
         # Actions run before the next decision, as in the trio driver: the session
         # reads connection state (interest, choking) that executing them changes.
-        for event in connection.receive_messages(messages):
+        for event in connection.receive_message(message):
             if isinstance(event, Piece):
                 peer.downloaded += len(event.data)
             actions = session.handle(sender, event, now)
@@ -336,7 +337,7 @@ class SimulatedSwarm:
         peer.uploaded += length
         peer.session.block_served(to, length, self.loop.now)
         receiver = self.peers[to]
-        self._receive(receiver, peer.number, [Piece(index, begin, self._zeros[:length])])
+        self._receive(receiver, peer.number, Piece(index, begin, self._zeros[:length]))
         if to in peer.connections:
             self._start_upload(peer, to)
 

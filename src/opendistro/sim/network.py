@@ -457,17 +457,19 @@ class Network:
         capacity = host.upload_capacity
         count = len(out)
         level = capacity / count
-        caps = [flow.cap for flow in out]
-        if min(caps) < level:
-            caps.sort()
-            left = capacity
-            level = math.inf
-            for position, cap in enumerate(caps):
-                fair = left / (count - position)
-                if cap >= fair:
-                    level = fair
-                    break
-                left -= cap
+        for flow in out:
+            if flow.cap < level:
+                # A receiver takes less than an equal share (usually none does, and no
+                # list of caps is built): water-fill.
+                left = capacity
+                level = math.inf
+                for position, cap in enumerate(sorted([flow.cap for flow in out])):
+                    fair = left / (count - position)
+                    if cap >= fair:
+                        level = fair
+                        break
+                    left -= cap
+                break
         host._up_share = level
         schedule = self.loop._schedule
         fired = self._timer_fired

@@ -68,7 +68,7 @@ import bisect
 import itertools
 import math
 import random
-from collections.abc import Hashable, Sequence
+from collections.abc import Collection, Hashable, Sequence
 from dataclasses import dataclass
 
 from ..errors import ConfigError
@@ -182,14 +182,26 @@ class Choker:
     # -- the round --------------------------------------------------------
 
     def rechoke(
-        self, peers: Sequence[PeerStats], now: float, *, seeding: bool
+        self,
+        peers: Sequence[PeerStats],
+        now: float,
+        *,
+        seeding: bool,
+        present: Collection[Hashable] | None = None,
     ) -> frozenset[Hashable]:
         """Run one round: return the keys to have unchoked; every other peer is choked.
 
         ``peers`` is every current connection (a key given twice counts once,
         the last entry wins). Records the round's time for :meth:`due`.
+
+        A caller with many connections may instead give in ``peers`` only those
+        that could be unchoked (interested, not seeds: the others count for
+        nothing in a round) and the key of every connection in ``present``,
+        which decides whom the choker keeps remembering.
         """
         by_key = {peer.key: peer for peer in peers}
+        if present is None:
+            present = by_key
         eligible = {key: peer for key, peer in by_key.items() if _may_unchoke(peer)}
 
         rotating = self._rotation_due(now)
@@ -222,7 +234,7 @@ class Choker:
         self._last_round = now
         unchoked = regular | optimistic
         self._last_unchoked = {
-            key: when for key, when in self._last_unchoked.items() if key in by_key
+            key: when for key, when in self._last_unchoked.items() if key in present
         }
         for key in unchoked:
             self._last_unchoked[key] = now

@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Hashable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
 from ..bitfield import Bitfield
@@ -182,8 +182,9 @@ class _Peer:
     snubbed: bool = False
     credit: float = 0.0
     """What this peer's identity gave us, net of what we gave it, before this connection."""
-    suggested: list[int] = field(default_factory=list)
-    """Pieces it suggested (BEP 6) that we still want, oldest first."""
+    suggested: list[int] | None = None
+    """Pieces it suggested (BEP 6) that we still want, oldest first; None until the
+    first suggestion, which most connections never get (a list each costs memory)."""
 
 
 class SwarmSession(Generic[PeerKey]):
@@ -353,11 +354,12 @@ class SwarmSession(Generic[PeerKey]):
         connection = peer.connection
         if connection.unrequested_bytes > self.config.max_unrequested_bytes:
             return self._ban({key}, "sent too much data nobody asked for")
-        rejects = connection.pending_rejects()
-        if not rejects:
+        if not connection.rejects_owed:
             # Usually the peer chokes us and there is nothing to do (after most Haves).
             return [] if connection.peer_choking else self._fill_requests(key, peer, now)
-        actions: list[Action[PeerKey]] = [SendMessage(key, reject) for reject in rejects]
+        actions: list[Action[PeerKey]] = [
+            SendMessage(key, reject) for reject in connection.pending_rejects()
+        ]
         actions.extend(self._fill_requests(key, peer, now))
         return actions
 
@@ -672,11 +674,17 @@ class SwarmSession(Generic[PeerKey]):
 
     def _take_suggestion(self, peer: _Peer, index: int) -> None:
         """Remember a suggested piece we still want (the picker tries these first)."""
-        if self.have.has(index) or index in peer.suggested:
+        if self.have.has(index):
             return
-        peer.suggested.append(index)
-        if len(peer.suggested) > MAX_SUGGESTIONS_KEPT:
-            del peer.suggested[0]
+        suggested = peer.suggested
+        if suggested is None:
+            peer.suggested = [index]
+            return
+        if index in suggested:
+            return
+        suggested.append(index)
+        if len(suggested) > MAX_SUGGESTIONS_KEPT:
+            del suggested[0]
 
     def block_served(self, key: PeerKey, length: int, now: float) -> None:
         """The driver wrote a served block to the peer (for upload accounting)."""
@@ -752,22 +760,33 @@ class SwarmSession(Generic[PeerKey]):
         return actions
 
     def _rechoke(self, now: float) -> list[Action[PeerKey]]:
-        stats = [
-            PeerStats(
-                key=key,
-                interested=peer.connection.peer_interested,
-                download_rate=peer.downloaded.rate(now),
-                upload_rate=peer.uploaded.rate(now),
-                connected_at=peer.connected_at,
-                is_seed=peer.connection.peer_is_seed,
-                snubbed=peer.snubbed,
-                credit=peer.credit,
-                downloaded=peer.downloaded.total,
-                uploaded=peer.uploaded.total,
-            )
-            for key, peer in self._peers.items()
-        ]
-        chosen = cast(frozenset[PeerKey], self.choker.rechoke(stats, now, seeding=self.seeding))
+        # Only interested peers that lack something can be unchoked, so only they get
+        # stats; every meter is read all the same (reading one folds its recent bytes
+        # in, and its rate must not depend on whether the peer wanted anything).
+        stats: list[PeerStats] = []
+        for key, peer in self._peers.items():
+            download_rate = peer.downloaded.rate(now)
+            upload_rate = peer.uploaded.rate(now)
+            connection = peer.connection
+            if connection.peer_interested and not connection.peer_is_seed:
+                stats.append(
+                    PeerStats(
+                        key=key,
+                        interested=True,
+                        download_rate=download_rate,
+                        upload_rate=upload_rate,
+                        connected_at=peer.connected_at,
+                        is_seed=False,
+                        snubbed=peer.snubbed,
+                        credit=peer.credit,
+                        downloaded=peer.downloaded.total,
+                        uploaded=peer.uploaded.total,
+                    )
+                )
+        chosen = cast(
+            frozenset[PeerKey],
+            self.choker.rechoke(stats, now, seeding=self.seeding, present=self._peers),
+        )
         actions: list[Action[PeerKey]] = []
         for key, peer in self._peers.items():
             if key in chosen and peer.connection.am_choking:

@@ -100,6 +100,12 @@ Event = Message | ExtensionHandshake | RequestsDropped
 """What :meth:`PeerConnection.receive_data` returns."""
 
 _NO_PIECES: Final[frozenset[int]] = frozenset()
+_NO_REQUESTS: Final[set[BlockRequest]] = set()
+"""The empty request set every connection shares until its first request.
+
+Never added to: the two places that add a request swap in a set of their own
+first. Removing from it, or clearing it, changes nothing.
+"""
 
 # Messages that may come before the bitfield without ending the "first message" window.
 _BEFORE_AVAILABILITY: Final = (KeepAlive, Port, Extended)
@@ -109,7 +115,9 @@ class PeerConnection:
     """The protocol state of one peer connection, with no I/O."""
 
     # Slots, a decoder made on first use and no per-connection copies of empty
-    # sets: a 10,000-peer simulation holds most of a million connections.
+    # sets, dicts or lists (shared empty sets, or None, stand in until the first
+    # entry): a 10,000-peer simulation holds most of a million connections, and
+    # most of them never carry a request.
     __slots__ = (
         "_allowed_fast_from_peer",
         "_allowed_fast_to_peer",
@@ -197,12 +205,12 @@ class PeerConnection:
         self._remote_may_announce = True
         self._local_may_announce = True
 
-        self._requests_to_peer: set[BlockRequest] = set()
-        self._requests_from_peer: set[BlockRequest] = set()
-        self._cancelled: dict[BlockRequest, None] = {}
+        self._requests_to_peer: set[BlockRequest] = _NO_REQUESTS
+        self._requests_from_peer: set[BlockRequest] = _NO_REQUESTS
+        self._cancelled: dict[BlockRequest, None] | None = None
         self.unexpected_rejects = 0
         """Rejects for blocks not outstanding (ignored, as libtorrent does)."""
-        self._pending_rejects: list[RejectRequest] = []
+        self._pending_rejects: list[RejectRequest] | None = None
         # The shared empty frozenset until the first AllowedFast, which most
         # connections never see.
         self._allowed_fast_from_peer: set[int] | frozenset[int] = _NO_PIECES
@@ -330,14 +338,25 @@ class PeerConnection:
                 return name
         return None
 
+    @property
+    def rejects_owed(self) -> bool:
+        """Whether :meth:`pending_rejects` has anything: a check that builds no list."""
+        return self._pending_rejects is not None
+
     def pending_rejects(self) -> list[RejectRequest]:
         """Rejects BEP 6 obliges us to send; the driver passes each to :meth:`send`."""
         rejects = self._pending_rejects
-        if rejects:
-            self._pending_rejects = []
-        else:
-            rejects = []  # a fresh list all the same: the caller owns what it gets
+        if rejects is None:
+            return []  # a fresh list all the same: the caller owns what it gets
+        self._pending_rejects = None
         return rejects
+
+    def _owe_reject(self, key: BlockRequest) -> None:
+        rejects = self._pending_rejects
+        if rejects is None:
+            self._pending_rejects = [RejectRequest(*key)]
+        else:
+            rejects.append(RejectRequest(*key))
 
     # ------------------------------------------------------------ shared checks
 
@@ -426,6 +445,26 @@ class PeerConnection:
                     _RECEIVERS[type(message)](self, message, events)
         except RemoteProtocolError:
             # Like h11's ERROR state: the state no longer matches the peer's, for good.
+            self._broken = True
+            raise
+        return events
+
+    def receive_message(self, message: Message) -> list[Event]:
+        """:meth:`receive_messages` for one message, with no list to wrap it in.
+
+        The simulator delivers every message on its own (most of them Haves), so
+        this is its entry point: the same checks and state changes.
+        """
+        if self._broken:
+            raise RemoteProtocolError("the peer already broke the protocol on this connection")
+        events: list[Event] = []
+        try:
+            if self._received_handshake is None:
+                assert isinstance(message, Handshake)
+                self._receive_handshake(message, events)
+            else:
+                _RECEIVERS[type(message)](self, message, events)
+        except RemoteProtocolError:
             self._broken = True
             raise
         return events
@@ -552,15 +591,18 @@ class PeerConnection:
         key = (message.index, message.begin, message.length)
         if self._am_choking and message.index not in self._allowed_fast_to_peer:
             if self._fast:
-                self._pending_rejects.append(RejectRequest(*key))
+                self._owe_reject(key)
             return
-        if key in self._requests_from_peer:
+        requests = self._requests_from_peer
+        if key in requests:
             return
-        if len(self._requests_from_peer) >= self.max_peer_requests:
+        if len(requests) >= self.max_peer_requests:
             raise RemoteProtocolError(
                 f"more than {self.max_peer_requests} outstanding requests from the peer"
             )
-        self._requests_from_peer.add(key)
+        if requests is _NO_REQUESTS:  # this is the first: a set of its own
+            requests = self._requests_from_peer = set()
+        requests.add(key)
         events.append(message)
 
     def _receive_piece(self, message: Piece, events: list[Event]) -> None:
@@ -570,8 +612,9 @@ class PeerConnection:
             self._requests_to_peer.discard(key)
             events.append(message)
             return
-        if key in self._cancelled:
-            del self._cancelled[key]
+        cancelled = self._cancelled
+        if cancelled is not None and key in cancelled:
+            del cancelled[key]
         else:
             self.unrequested_bytes += len(message.data)
 
@@ -582,7 +625,7 @@ class PeerConnection:
             return
         self._requests_from_peer.discard(key)
         if self._fast:
-            self._pending_rejects.append(RejectRequest(*key))
+            self._owe_reject(key)
         events.append(message)
 
     def _receive_suggest(self, message: SuggestPiece, events: list[Event]) -> None:
@@ -598,7 +641,7 @@ class PeerConnection:
         if key in self._requests_to_peer:
             self._requests_to_peer.discard(key)
             events.append(message)
-        elif key in self._cancelled:
+        elif self._cancelled is not None and key in self._cancelled:
             del self._cancelled[key]
         else:
             # A reject may cross an answer or a cancel on the wire (for instance when a
@@ -703,11 +746,11 @@ class PeerConnection:
         self._local_may_announce = False
         self._am_choking = True
         if not self._fast:
-            self._requests_from_peer.clear()
+            self._requests_from_peer = _NO_REQUESTS
             return
         for key in [k for k in self._requests_from_peer if k[0] not in self._allowed_fast_to_peer]:
             self._requests_from_peer.discard(key)
-            self._pending_rejects.append(RejectRequest(*key))
+            self._owe_reject(key)
 
     def _send_unchoke(self, message: Unchoke) -> None:
         self._local_may_announce = False
@@ -758,10 +801,14 @@ class PeerConnection:
         ):
             raise LocalProtocolError("request while the peer chokes us")
         key = (message.index, message.begin, message.length)
-        if key in self._requests_to_peer:
+        requests = self._requests_to_peer
+        if key in requests:
             raise LocalProtocolError("block already requested from this peer")
-        self._requests_to_peer.add(key)
-        self._cancelled.pop(key, None)
+        if requests is _NO_REQUESTS:  # this is the first: a set of its own
+            requests = self._requests_to_peer = set()
+        requests.add(key)
+        if self._cancelled:
+            self._cancelled.pop(key, None)
 
     def _take_peer_request(self, key: BlockRequest) -> None:
         if key not in self._requests_from_peer:
@@ -774,9 +821,12 @@ class PeerConnection:
 
     def _remember_cancel(self, key: BlockRequest) -> None:
         """A block we no longer await may still arrive: do not count it as unasked for."""
-        self._cancelled[key] = None
-        if len(self._cancelled) > _MAX_REMEMBERED_CANCELS:
-            del self._cancelled[next(iter(self._cancelled))]
+        cancelled = self._cancelled
+        if cancelled is None:
+            cancelled = self._cancelled = {}
+        cancelled[key] = None
+        if len(cancelled) > _MAX_REMEMBERED_CANCELS:
+            del cancelled[next(iter(cancelled))]
 
     def _send_cancel(self, message: Cancel) -> bool:
         key = (message.index, message.begin, message.length)
