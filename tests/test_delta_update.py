@@ -28,8 +28,8 @@ from opendistro.errors import DeltaPeerError, MirrorError
 from opendistro.io.client import Client
 from opendistro.io.delta_update import DeltaOutcome, update_from_previous
 from opendistro.metainfo import Metainfo
-from opendistro.swarm.sources import SourcePolicy
 
+from .delta_mirror_update import update_over_mirror
 from .mirror_server import MirrorServer
 
 LOOPBACK = "127.0.0.1"
@@ -84,20 +84,7 @@ async def update(
 ) -> tuple[DeltaOutcome, int]:
     """Publish, serve, rebuild, then finish with the ordinary download; returns the traffic."""
     publish_delta(metainfo, new_root)
-    async with trio.open_nursery() as nursery:
-        mirror = MirrorServer(new_root)
-        await nursery.start(mirror.serve)
-        outcome = await update_from_previous(metainfo, target, previous, [mirror.url])
-        async with Client(host=LOOPBACK) as client:
-            torrent = await client.add_torrent(
-                metainfo, target, sources=SourcePolicy.MIRRORS_ONLY, mirrors=[mirror.url]
-            )
-            with trio.fail_after(60):
-                await torrent.complete.wait()
-            status = torrent.status()
-        nursery.cancel_scope.cancel()
-    assert torrent.error is None
-    return outcome, status.bytes_from_mirrors
+    return await update_over_mirror(new_root, metainfo, previous, target)
 
 
 def release(root: Path, name: str, build: Callable[[Path], Path]) -> tuple[Path, Metainfo]:

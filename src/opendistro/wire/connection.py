@@ -436,17 +436,8 @@ class PeerConnection:
         if self._broken:
             raise RemoteProtocolError("the peer already broke the protocol on this connection")
         events: list[Event] = []
-        try:
-            for message in messages:
-                if self._received_handshake is None:
-                    assert isinstance(message, Handshake)
-                    self._receive_handshake(message, events)
-                else:
-                    _RECEIVERS[type(message)](self, message, events)
-        except RemoteProtocolError:
-            # Like h11's ERROR state: the state no longer matches the peer's, for good.
-            self._broken = True
-            raise
+        for message in messages:
+            self._receive_into(message, events)
         return events
 
     def receive_message(self, message: Message) -> list[Event]:
@@ -458,6 +449,10 @@ class PeerConnection:
         if self._broken:
             raise RemoteProtocolError("the peer already broke the protocol on this connection")
         events: list[Event] = []
+        self._receive_into(message, events)
+        return events
+
+    def _receive_into(self, message: Message, events: list[Event]) -> None:
         try:
             if self._received_handshake is None:
                 assert isinstance(message, Handshake)
@@ -465,9 +460,9 @@ class PeerConnection:
             else:
                 _RECEIVERS[type(message)](self, message, events)
         except RemoteProtocolError:
+            # Like h11's ERROR state: the state no longer matches the peer's, for good.
             self._broken = True
             raise
-        return events
 
     def _receive_handshake(self, message: Handshake, events: list[Event]) -> None:
         if message.info_hash != self.info_hash:
